@@ -1,0 +1,227 @@
+//! What one plugin call runs inside: the store's data.
+//!
+//! Nothing is granted by default: the WASI context has no preopened
+//! directories, no environment, no arguments, no sockets and no name lookup;
+//! standard output and error are dropped. The network is `wasi:http` through
+//! the host's hook ([`PluginHttp`]). Memory is capped by a limiter, and guest
+//! code that runs too long without coming back to the host is stopped by the
+//! epoch deadline; both leave a mark here so the host can say which limit a
+//! failed call hit.
+
+use crate::plugin::bindings::ferry::transfer::{host, types};
+use crate::plugin::network::PluginHttp;
+use crate::plugin::streams::{Destination, Source};
+use crate::plugin::transfer::{JobContext, RemoteInfo};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_io::streams::DynOutputStream;
+
+/// Which limit stopped a call, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    Deadline,
+    Memory,
+    Cancelled,
+}
+
+/// The data of one plugin call's store.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http_ctx: WasiHttpCtx,
+    pub http: PluginHttp,
+    plugin: String,
+    job: JobContext,
+    memory_limit: usize,
+    deadline: Duration,
+    /// When guest code last started running without the host in between.
+    guest_since: Option<Instant>,
+    pub limit_hit: Option<LimitHit>,
+}
+
+impl PluginState {
+    pub fn new(plugin: &str, job: JobContext, http: PluginHttp, memory_limit: usize, deadline: Duration) -> Self {
+        PluginState {
+            // Nothing granted: no dirs, env, args, sockets, or name lookup.
+            wasi: WasiCtx::builder().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build(),
+            table: ResourceTable::new(),
+            http_ctx: WasiHttpCtx::new(),
+            http,
+            plugin: plugin.to_string(),
+            job,
+            memory_limit,
+            deadline,
+            guest_since: None,
+            limit_hit: None,
+        }
+    }
+
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// The call hook: tracks whether guest code is running right now.
+    pub fn on_transition(&mut self, hook: wasmtime::CallHook) {
+        use wasmtime::CallHook::*;
+        self.guest_since = match hook {
+            CallingWasm | ReturningFromHost => Some(Instant::now()),
+            CallingHost | ReturningFromWasm => None,
+        };
+    }
+
+    /// The epoch callback: stops guest code that has run past the deadline
+    /// without coming back to the host, or whose job was cancelled.
+    pub fn on_epoch(mut store: StoreContextMut<'_, PluginState>) -> wasmtime::Result<UpdateDeadline> {
+        let state = store.data_mut();
+        if state.job.cancel.is_cancelled() {
+            state.limit_hit = Some(LimitHit::Cancelled);
+            return Err(wasmtime::format_err!("the call was cancelled"));
+        }
+        if state.guest_since.is_some_and(|since| since.elapsed() > state.deadline) {
+            state.limit_hit = Some(LimitHit::Deadline);
+            return Err(wasmtime::format_err!(
+                "guest code ran for more than {:?} without returning to the host",
+                state.deadline
+            ));
+        }
+        Ok(UpdateDeadline::Yield(1))
+    }
+}
+
+impl ResourceLimiter for PluginState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.limit_hit = Some(LimitHit::Memory);
+            return Err(wasmtime::format_err!(
+                "the plugin asked for {desired} bytes of memory; its limit is {}",
+                self.memory_limit
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl host::Host for PluginState {
+    fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
+        let (plugin, job) = (&self.plugin, &self.job.job_id);
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            types::LogLevel::Trace => tracing::trace!(%plugin, %job, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(%plugin, %job, "{message}"),
+            types::LogLevel::Info => tracing::info!(%plugin, %job, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(%plugin, %job, "{message}"),
+            types::LogLevel::Error => tracing::error!(%plugin, %job, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn is_cancelled(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.job.cancel.is_cancelled())
+    }
+
+    fn context(&mut self) -> wasmtime::Result<host::JobContext> {
+        Ok(host::JobContext {
+            job_id: self.job.job_id.clone(),
+            headers: self
+                .job
+                .headers
+                .iter()
+                .map(|(name, value)| types::Header {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            credentials: self.job.credentials.as_ref().map(Into::into),
+            max_redirects: self.job.max_redirects,
+        })
+    }
+}
+
+impl host::HostDestination for PluginState {
+    fn begin(
+        &mut self,
+        destination: Resource<Destination>,
+        info: types::RemoteInfo,
+        from: u64,
+    ) -> wasmtime::Result<Result<Resource<DynOutputStream>, types::TransferError>> {
+        let sink = match self.table.get_mut(&destination)?.begin(RemoteInfo::from(info), from) {
+            Ok(sink) => sink,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let stream: DynOutputStream = Box::new(sink);
+        Ok(Ok(self.table.push(stream)?))
+    }
+
+    fn drop(&mut self, destination: Resource<Destination>) -> wasmtime::Result<()> {
+        self.table.delete(destination)?;
+        Ok(())
+    }
+}
+
+impl host::HostSource for PluginState {
+    fn size(&mut self, source: Resource<Source>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&source)?.size())
+    }
+
+    fn open(
+        &mut self,
+        source: Resource<Source>,
+        offset: u64,
+    ) -> wasmtime::Result<Result<Resource<wasmtime_wasi_io::streams::DynInputStream>, types::TransferError>> {
+        let stream = match self.table.get(&source)?.open(offset) {
+            Ok(stream) => stream,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let stream: wasmtime_wasi_io::streams::DynInputStream = Box::new(stream);
+        Ok(Ok(self.table.push(stream)?))
+    }
+
+    fn record_session(&mut self, source: Resource<Source>, session: String) -> wasmtime::Result<()> {
+        let progress = self.table.get(&source)?.progress();
+        *progress.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
+        Ok(())
+    }
+
+    fn acknowledge(&mut self, source: Resource<Source>, offset: u64) -> wasmtime::Result<()> {
+        let source = self.table.get(&source)?;
+        let offset = offset.min(source.size());
+        source
+            .progress()
+            .acknowledged
+            .fetch_max(offset, std::sync::atomic::Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn drop(&mut self, source: Resource<Source>) -> wasmtime::Result<()> {
+        self.table.delete(source)?;
+        Ok(())
+    }
+}

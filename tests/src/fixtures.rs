@@ -1,0 +1,98 @@
+//! What the integration tests share: a plugin runtime set up as a test
+//! wants it, the hostile test plugin, and files to download into.
+
+use ferry::plugin::{Destination, DownloadProgress, DownloadRequest, JobContext, PluginRuntime, RuntimeConfig};
+use ferry::TransferError;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The hostile test plugin: its manifest and component bytes.
+pub fn hostile_plugin() -> (String, Vec<u8>) {
+    let manifest_path = concat!(env!("CARGO_MANIFEST_DIR"), "/plugins/hostile/manifest.toml");
+    let manifest = std::fs::read_to_string(manifest_path).expect("the hostile manifest is readable");
+    let wasm = std::fs::read(env!("FERRY_HOSTILE_PLUGIN")).expect("the build script built the hostile plugin");
+    (manifest, wasm)
+}
+
+/// A runtime with the built-in plugins and the given operator grants.
+pub fn runtime_with_grants(grants: &[(&str, &[&str])]) -> PluginRuntime {
+    let grants: HashMap<String, Vec<String>> = grants
+        .iter()
+        .map(|(plugin, hosts)| (plugin.to_string(), hosts.iter().map(|h| h.to_string()).collect()))
+        .collect();
+    PluginRuntime::with_builtins(RuntimeConfig {
+        grants,
+        ..RuntimeConfig::default()
+    })
+    .expect("the runtime starts")
+}
+
+/// A runtime with the built-in plugins, granted every host.
+pub fn runtime() -> PluginRuntime {
+    runtime_with_grants(&[])
+}
+
+/// A file to download into, in a directory of its own.
+pub struct Target {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub file: Arc<File>,
+}
+
+impl Target {
+    /// An empty file.
+    pub fn new() -> Target {
+        Target::with_content(&[])
+    }
+
+    /// A file that already holds `content` (a partial download).
+    pub fn with_content(content: &[u8]) -> Target {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("download.part");
+        std::fs::write(&path, content).expect("the file is writable");
+        let file = OpenOptions::new().read(true).write(true).open(&path).expect("the file opens");
+        Target {
+            _dir: dir,
+            path,
+            file: Arc::new(file),
+        }
+    }
+
+    pub fn content(&self) -> Vec<u8> {
+        std::fs::read(&self.path).expect("the file is readable")
+    }
+
+    /// Downloads `request` with `runtime` into this file, writing the body
+    /// of `request.offset` at file position `position`.
+    pub async fn download(
+        &self,
+        runtime: &PluginRuntime,
+        request: DownloadRequest,
+        position: u64,
+        job: &JobContext,
+    ) -> (Result<(), TransferError>, Arc<DownloadProgress>) {
+        let may_restart = request.end.is_none();
+        let destination = Destination::new(self.file.clone(), request.offset, position, may_restart);
+        let progress = destination.progress();
+        let result = runtime.download(request, job, destination).await;
+        (result, progress)
+    }
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target::new()
+    }
+}
+
+/// A whole-file download request from `offset`.
+pub fn request(url: &str, offset: u64) -> DownloadRequest {
+    DownloadRequest {
+        url: url.to_string(),
+        offset,
+        end: None,
+        validator: None,
+    }
+}

@@ -1,0 +1,8 @@
+//! Ferry's test support crate.
+//!
+//! Holds what the conformance suite and the end-to-end tests share, starting with
+//! [`server`]: a real HTTP/1.1 server on loopback that a test starts, scripts and
+//! inspects, so transfers are exercised against real sockets instead of mocks.
+
+pub mod server;
+pub mod fixtures;
