@@ -39,6 +39,8 @@ pub struct PluginState {
     deadline: Duration,
     /// When guest code last started running without the host in between.
     guest_since: Option<Instant>,
+    /// Set while the epoch callback runs (the runtime reports it as a host call).
+    in_epoch_callback: bool,
     pub limit_hit: Option<LimitHit>,
 }
 
@@ -55,6 +57,7 @@ impl PluginState {
             memory_limit,
             deadline,
             guest_since: None,
+            in_epoch_callback: false,
             limit_hit: None,
         }
     }
@@ -63,19 +66,27 @@ impl PluginState {
         &mut self.table
     }
 
-    /// The call hook: tracks whether guest code is running right now.
+    /// The call hook: notes when guest code last came back from the host.
+    ///
+    /// Entering the host does not clear the mark: the epoch callback itself
+    /// runs as a host call, and a guest blocked in a real host call is never
+    /// interrupted (it resets the mark when the host call returns).
     pub fn on_transition(&mut self, hook: wasmtime::CallHook) {
         use wasmtime::CallHook::*;
-        self.guest_since = match hook {
-            CallingWasm | ReturningFromHost => Some(Instant::now()),
-            CallingHost | ReturningFromWasm => None,
-        };
+        match hook {
+            // The return from the epoch callback is not a return from real host work.
+            ReturningFromHost if self.in_epoch_callback => self.in_epoch_callback = false,
+            CallingWasm | ReturningFromHost => self.guest_since = Some(Instant::now()),
+            ReturningFromWasm => self.guest_since = None,
+            CallingHost => {}
+        }
     }
 
     /// The epoch callback: stops guest code that has run past the deadline
     /// without coming back to the host, or whose job was cancelled.
     pub fn on_epoch(mut store: StoreContextMut<'_, PluginState>) -> wasmtime::Result<UpdateDeadline> {
         let state = store.data_mut();
+        state.in_epoch_callback = true;
         if state.job.cancel.is_cancelled() {
             state.limit_hit = Some(LimitHit::Cancelled);
             return Err(wasmtime::format_err!("the call was cancelled"));
