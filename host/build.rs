@@ -11,12 +11,19 @@ const BUILTINS: &[(&str, &str)] = &[("ferry-plugin-http", "http")];
 
 fn main() {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let workspace = Path::new(&manifest_dir).parent().expect("host/ is inside the workspace");
-    build_plugins::rerun_if_changed(workspace, &["plugins", "guest-sdk/src", "guest-sdk/Cargo.toml", "wit"]);
+    let workspace = Path::new(&manifest_dir)
+        .parent()
+        .expect("host/ is inside the workspace");
+    build_plugins::rerun_if_changed(
+        workspace,
+        &["plugins", "guest-sdk/src", "guest-sdk/Cargo.toml", "wit"],
+    );
     println!("cargo:rerun-if-changed=build_plugins.rs");
     let packages: Vec<&str> = BUILTINS.iter().map(|(package, _)| *package).collect();
     let wasm = build_plugins::build(workspace, &packages);
-    let mut code = String::from("/// The plugins compiled into this binary.\npub static BUILTINS: &[Builtin] = &[\n");
+    let mut code = String::from(
+        "/// The plugins compiled into this binary.\npub static BUILTINS: &[Builtin] = &[\n",
+    );
     for ((_, dir), wasm) in BUILTINS.iter().zip(wasm) {
         let manifest = workspace.join("plugins").join(dir).join("manifest.toml");
         code.push_str(&format!(

@@ -27,14 +27,28 @@ pub fn build(workspace: &Path, packages: &[&str]) -> Vec<PathBuf> {
         command.args(["-p", package]);
     }
     // The outer build's settings are for the host target, not for wasm.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
         command.env_remove(var);
     }
     let status = command.status().expect("cargo runs");
-    assert!(status.success(), "building the plugins {packages:?} for {TARGET} failed");
+    assert!(
+        status.success(),
+        "building the plugins {packages:?} for {TARGET} failed"
+    );
     packages
         .iter()
-        .map(|p| target_dir.join(TARGET).join(PROFILE).join(format!("{}.wasm", p.replace('-', "_"))))
+        .map(|p| {
+            target_dir
+                .join(TARGET)
+                .join(PROFILE)
+                .join(format!("{}.wasm", p.replace('-', "_")))
+        })
         .collect()
 }
 
@@ -54,7 +68,10 @@ fn ensure_target() {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if let Some(sysroot) = sysroot
-        && Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists()
+        && Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(TARGET)
+            .exists()
     {
         return;
     }
@@ -63,6 +80,8 @@ fn ensure_target() {
     if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
         rustup.args(["--toolchain", &toolchain]);
     }
-    let status = rustup.status().expect("rustup runs to add the wasm32-wasip2 target");
+    let status = rustup
+        .status()
+        .expect("rustup runs to add the wasm32-wasip2 target");
     assert!(status.success(), "`rustup target add {TARGET}` failed");
 }

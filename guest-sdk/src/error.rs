@@ -15,7 +15,12 @@ impl TransferError {
         Self::new(ErrorClass::Fatal, context, code, message)
     }
 
-    fn new(class: ErrorClass, context: ErrorContext, code: &str, message: impl Into<String>) -> Self {
+    fn new(
+        class: ErrorClass,
+        context: ErrorContext,
+        code: &str,
+        message: impl Into<String>,
+    ) -> Self {
         TransferError {
             class,
             context,

@@ -21,7 +21,9 @@
 //! [`ReplyProcessor`] and exports it with `export_reply_processor!`.
 
 #[cfg(all(feature = "transport", feature = "reply-processor"))]
-compile_error!("a plugin is built against one world: enable `transport` or `reply-processor`, not both");
+compile_error!(
+    "a plugin is built against one world: enable `transport` or `reply-processor`, not both"
+);
 
 /// Raw bindings of the `transport` world, generated from `wit/`.
 #[cfg(feature = "transport")]
@@ -53,26 +55,26 @@ pub mod error;
 #[cfg(feature = "transport")]
 pub mod http;
 
-pub use bindings::ferry::transfer::host::{Destination, JobContext};
 #[cfg(feature = "transport")]
 pub use bindings::ferry::transfer::host::Source;
+pub use bindings::ferry::transfer::host::{Destination, JobContext};
 pub use bindings::ferry::transfer::types;
 pub use bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 pub use types::TransferError;
 
-/// The trait a transport plugin implements (the `transfers` export).
-#[cfg(feature = "transport")]
-pub use bindings::exports::ferry::transfer::transfers::Guest as Transport;
 /// Exports a [`Transport`] implementation as the plugin's `transfers`.
 #[cfg(feature = "transport")]
 pub use bindings::export_transport;
+/// The trait a transport plugin implements (the `transfers` export).
+#[cfg(feature = "transport")]
+pub use bindings::exports::ferry::transfer::transfers::Guest as Transport;
 
-/// The trait a reply processor implements (the `replies` export).
-#[cfg(feature = "reply-processor")]
-pub use bindings::exports::ferry::transfer::replies::Guest as ReplyProcessor;
 /// Exports a [`ReplyProcessor`] implementation as the plugin's `replies`.
 #[cfg(feature = "reply-processor")]
 pub use bindings::export_reply_processor;
+/// The trait a reply processor implements (the `replies` export).
+#[cfg(feature = "reply-processor")]
+pub use bindings::exports::ferry::transfer::replies::Guest as ReplyProcessor;
 
 use bindings::ferry::transfer::host;
 use types::LogLevel;

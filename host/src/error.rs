@@ -41,7 +41,12 @@ pub struct TransferError {
 }
 
 impl TransferError {
-    pub fn new(class: ErrorClass, context: ErrorContext, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(
+        class: ErrorClass,
+        context: ErrorContext,
+        code: &str,
+        message: impl Into<String>,
+    ) -> Self {
         TransferError {
             class,
             context,
@@ -67,10 +72,17 @@ impl TransferError {
     /// A local file could not be read or written.
     pub fn local_file(code: &str, err: &std::io::Error, what: &str) -> Self {
         let class = match err.kind() {
-            std::io::ErrorKind::StorageFull | std::io::ErrorKind::Interrupted => ErrorClass::Transient,
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::Interrupted => {
+                ErrorClass::Transient
+            }
             _ => ErrorClass::Fatal,
         };
-        Self::new(class, ErrorContext::LocalFile, code, format!("{what}: {err}"))
+        Self::new(
+            class,
+            ErrorContext::LocalFile,
+            code,
+            format!("{what}: {err}"),
+        )
     }
 
     pub fn is_transient(&self) -> bool {

@@ -1,8 +1,10 @@
 //! What the integration tests share: a plugin runtime set up as a test
 //! wants it, the hostile test plugin, and files to download into.
 
-use ferry::plugin::{Destination, DownloadProgress, DownloadRequest, JobContext, PluginRuntime, RuntimeConfig};
 use ferry::TransferError;
+use ferry::plugin::{
+    Destination, DownloadProgress, DownloadRequest, JobContext, PluginRuntime, RuntimeConfig,
+};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
@@ -11,8 +13,10 @@ use std::sync::Arc;
 /// The hostile test plugin: its manifest and component bytes.
 pub fn hostile_plugin() -> (String, Vec<u8>) {
     let manifest_path = concat!(env!("CARGO_MANIFEST_DIR"), "/plugins/hostile/manifest.toml");
-    let manifest = std::fs::read_to_string(manifest_path).expect("the hostile manifest is readable");
-    let wasm = std::fs::read(env!("FERRY_HOSTILE_PLUGIN")).expect("the build script built the hostile plugin");
+    let manifest =
+        std::fs::read_to_string(manifest_path).expect("the hostile manifest is readable");
+    let wasm = std::fs::read(env!("FERRY_HOSTILE_PLUGIN"))
+        .expect("the build script built the hostile plugin");
     (manifest, wasm)
 }
 
@@ -20,7 +24,12 @@ pub fn hostile_plugin() -> (String, Vec<u8>) {
 pub fn runtime_with_grants(grants: &[(&str, &[&str])]) -> PluginRuntime {
     let grants: HashMap<String, Vec<String>> = grants
         .iter()
-        .map(|(plugin, hosts)| (plugin.to_string(), hosts.iter().map(|h| h.to_string()).collect()))
+        .map(|(plugin, hosts)| {
+            (
+                plugin.to_string(),
+                hosts.iter().map(|h| h.to_string()).collect(),
+            )
+        })
         .collect();
     PluginRuntime::with_builtins(RuntimeConfig {
         grants,
@@ -52,7 +61,11 @@ impl Target {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("download.part");
         std::fs::write(&path, content).expect("the file is writable");
-        let file = OpenOptions::new().read(true).write(true).open(&path).expect("the file opens");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("the file opens");
         Target {
             _dir: dir,
             path,
@@ -74,7 +87,8 @@ impl Target {
         job: &JobContext,
     ) -> (Result<(), TransferError>, Arc<DownloadProgress>) {
         let may_restart = request.end.is_none();
-        let destination = Destination::new(self.file.clone(), request.offset, position, may_restart);
+        let destination =
+            Destination::new(self.file.clone(), request.offset, position, may_restart);
         let progress = destination.progress();
         let result = runtime.download(request, job, destination).await;
         (result, progress)

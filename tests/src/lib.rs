@@ -4,5 +4,5 @@
 //! [`server`]: a real HTTP/1.1 server on loopback that a test starts, scripts and
 //! inspects, so transfers are exercised against real sockets instead of mocks.
 
-pub mod server;
 pub mod fixtures;
+pub mod server;

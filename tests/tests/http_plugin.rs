@@ -19,7 +19,9 @@ async fn downloads_a_whole_file_byte_for_byte() {
     let server = start_with("/file", Resource::pattern(5 * MIB + 123)).await;
     let runtime = runtime();
     let target = Target::new();
-    let (result, progress) = target.download(&runtime, request(&server.url("/file"), 0), 0, &job()).await;
+    let (result, progress) = target
+        .download(&runtime, request(&server.url("/file"), 0), 0, &job())
+        .await;
     result.unwrap();
     assert_eq!(target.content(), pattern_bytes(0..5 * MIB + 123));
     assert_eq!(progress.written_to.load(Ordering::Acquire), 5 * MIB + 123);
@@ -38,7 +40,14 @@ async fn probe_reports_size_validator_and_ranges() {
     let info = runtime.probe(&server.url("/file"), &job()).await.unwrap();
     assert_eq!(info.size, Some(1000));
     assert!(info.accepts_ranges);
-    assert_eq!(info.validator, server.resource("/file").unwrap().etag_value().map(Validator::Etag));
+    assert_eq!(
+        info.validator,
+        server
+            .resource("/file")
+            .unwrap()
+            .etag_value()
+            .map(Validator::Etag)
+    );
     assert_eq!(server.requests_for("/file")[0].method, "HEAD");
 }
 
@@ -49,7 +58,11 @@ async fn probe_falls_back_to_get_when_head_is_refused() {
     let info = runtime.probe(&server.url("/file"), &job()).await.unwrap();
     assert_eq!(info.size, Some(4321));
     assert!(info.accepts_ranges);
-    let methods: Vec<_> = server.requests_for("/file").into_iter().map(|r| r.method).collect();
+    let methods: Vec<_> = server
+        .requests_for("/file")
+        .into_iter()
+        .map(|r| r.method)
+        .collect();
     assert_eq!(methods, ["HEAD", "GET"]);
 }
 
@@ -76,9 +89,16 @@ async fn resumes_from_an_offset_with_range_and_if_range() {
     assert_eq!(target.content(), pattern_bytes(0..len));
     assert!(!progress.restarted.load(Ordering::Acquire));
     let get = &server.requests_for("/file")[0];
-    assert_eq!(get.header("range"), Some(format!("bytes={offset}-").as_str()));
+    assert_eq!(
+        get.header("range"),
+        Some(format!("bytes={offset}-").as_str())
+    );
     assert_eq!(get.header("if-range"), Some(etag.as_str()));
-    assert_eq!(server.bytes_sent("/file"), len - offset, "only the missing bytes travel");
+    assert_eq!(
+        server.bytes_sent("/file"),
+        len - offset,
+        "only the missing bytes travel"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,10 +117,17 @@ async fn a_changed_resource_restarts_the_file_from_zero() {
     req.validator = Some(Validator::Etag(old_etag));
     let (result, progress) = target.download(&runtime, req, MIB, &job()).await;
     result.unwrap();
-    assert!(progress.restarted.load(Ordering::Acquire), "the plugin restarted from zero");
+    assert!(
+        progress.restarted.load(Ordering::Acquire),
+        "the plugin restarted from zero"
+    );
     assert_eq!(target.content(), new.content(0..len));
     let remote = progress.remote.lock().unwrap().clone().unwrap();
-    assert_eq!(remote.validator, new.etag_value().map(Validator::Etag), "the new validator is recorded");
+    assert_eq!(
+        remote.validator,
+        new.etag_value().map(Validator::Etag),
+        "the new validator is recorded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,7 +137,14 @@ async fn a_server_without_ranges_restarts_and_still_downloads() {
     let runtime = runtime();
     let offset = 1000;
     let target = Target::with_content(&pattern_bytes(0..offset));
-    let (result, progress) = target.download(&runtime, request(&server.url("/file"), offset), offset, &job()).await;
+    let (result, progress) = target
+        .download(
+            &runtime,
+            request(&server.url("/file"), offset),
+            offset,
+            &job(),
+        )
+        .await;
     result.unwrap();
     assert!(progress.restarted.load(Ordering::Acquire));
     assert_eq!(target.content(), pattern_bytes(0..len));
@@ -121,7 +155,9 @@ async fn a_server_without_a_size_still_downloads() {
     let len = 3 * MIB + 1;
     let server = start_with("/file", Resource::pattern(len).no_length().no_ranges()).await;
     let target = Target::new();
-    let (result, _) = target.download(&runtime(), request(&server.url("/file"), 0), 0, &job()).await;
+    let (result, _) = target
+        .download(&runtime(), request(&server.url("/file"), 0), 0, &job())
+        .await;
     result.unwrap();
     assert_eq!(target.content(), pattern_bytes(0..len));
 }
@@ -130,7 +166,9 @@ async fn a_server_without_a_size_still_downloads() {
 async fn a_mismatched_content_range_is_an_error() {
     let server = start_with("/file", Resource::pattern(10_000).wrong_content_range()).await;
     let target = Target::with_content(&pattern_bytes(0..100));
-    let (result, _) = target.download(&runtime(), request(&server.url("/file"), 100), 100, &job()).await;
+    let (result, _) = target
+        .download(&runtime(), request(&server.url("/file"), 100), 100, &job())
+        .await;
     let error = result.unwrap_err();
     assert_eq!(error.code, "range-mismatch", "{error}");
     assert_eq!(error.context, ErrorContext::RemoteFile);
@@ -142,7 +180,9 @@ async fn a_dropped_connection_keeps_the_bytes_and_resumes_from_there() {
     let server = start_with("/file", Resource::pattern(len).drop_after(MIB + 3)).await;
     let runtime = runtime();
     let target = Target::new();
-    let (result, progress) = target.download(&runtime, request(&server.url("/file"), 0), 0, &job()).await;
+    let (result, progress) = target
+        .download(&runtime, request(&server.url("/file"), 0), 0, &job())
+        .await;
     let error = result.unwrap_err();
     assert_eq!(error.class, ErrorClass::Transient, "{error}");
     assert_eq!(error.context, ErrorContext::Transport);
@@ -173,11 +213,18 @@ async fn byte_ranges_are_written_where_the_host_says() {
         end: Some(60_000),
         ..request(&server.url("/file"), 50_000)
     };
-    target.download(&runtime, second, 2_000, &job()).await.0.unwrap();
+    target
+        .download(&runtime, second, 2_000, &job())
+        .await
+        .0
+        .unwrap();
     let mut expected = pattern_bytes(1_000..3_000);
     expected.extend(pattern_bytes(50_000..60_000));
     assert_eq!(target.content(), expected);
-    assert_eq!(server.requests_for("/file")[1].header("range"), Some("bytes=50000-59999"));
+    assert_eq!(
+        server.requests_for("/file")[1].header("range"),
+        Some("bytes=50000-59999")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,12 +246,18 @@ async fn follows_redirects_within_the_limit() {
     server.put("/hop2", Resource::redirect(307, "/file"));
     server.put("/hop1", Resource::redirect(302, server.url("/hop2")));
     let target = Target::new();
-    target.download(&runtime(), request(&server.url("/hop1"), 0), 0, &job()).await.0.unwrap();
+    target
+        .download(&runtime(), request(&server.url("/hop1"), 0), 0, &job())
+        .await
+        .0
+        .unwrap();
     assert_eq!(target.content(), pattern_bytes(0..50_000));
 
     let mut strict = job();
     strict.max_redirects = 1;
-    let (result, _) = Target::new().download(&runtime(), request(&server.url("/hop1"), 0), 0, &strict).await;
+    let (result, _) = Target::new()
+        .download(&runtime(), request(&server.url("/hop1"), 0), 0, &strict)
+        .await;
     assert_eq!(result.unwrap_err().code, "too-many-redirects");
 }
 
@@ -216,11 +269,20 @@ async fn a_redirect_to_a_host_not_granted_is_refused() {
     let grant = format!("127.0.0.1:{}", granted.addr().port());
     let runtime = runtime_with_grants(&[("http", &[grant.as_str()])]);
     let target = Target::new();
-    let (result, _) = target.download(&runtime, request(&granted.url("/start"), 0), 0, &job()).await;
+    let (result, _) = target
+        .download(&runtime, request(&granted.url("/start"), 0), 0, &job())
+        .await;
     let error = result.unwrap_err();
-    assert_eq!((error.context, error.code.as_str()), (ErrorContext::Policy, "host-not-granted"), "{error}");
+    assert_eq!(
+        (error.context, error.code.as_str()),
+        (ErrorContext::Policy, "host-not-granted"),
+        "{error}"
+    );
     assert_eq!(error.class, ErrorClass::Fatal);
-    assert!(elsewhere.requests().is_empty(), "the refused host saw no request");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the refused host saw no request"
+    );
     assert!(target.content().is_empty());
 }
 
@@ -243,10 +305,16 @@ async fn each_status_class_maps_as_the_spec_says() {
     for (status, class, context) in cases {
         let path = format!("/s{status}");
         server.put(&path, Resource::status(status));
-        let (result, _) = Target::new().download(&runtime, request(&server.url(&path), 0), 0, &job()).await;
+        let (result, _) = Target::new()
+            .download(&runtime, request(&server.url(&path), 0), 0, &job())
+            .await;
         let error = result.unwrap_err();
         assert_eq!(error.http_status, Some(status), "{error}");
-        assert_eq!((error.class, error.context), (class, context), "status {status}");
+        assert_eq!(
+            (error.class, error.context),
+            (class, context),
+            "status {status}"
+        );
         assert_eq!(error.code, "http-status");
     }
 }
@@ -254,7 +322,12 @@ async fn each_status_class_maps_as_the_spec_says() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sends_custom_headers_and_credentials() {
     let server = TestServer::start().await;
-    server.put("/basic", Resource::pattern(100).require_basic("ann", "s3cret").require_header("x-trace", "42"));
+    server.put(
+        "/basic",
+        Resource::pattern(100)
+            .require_basic("ann", "s3cret")
+            .require_header("x-trace", "42"),
+    );
     server.put("/bearer", Resource::pattern(100).require_bearer("tok-en"));
     let runtime = runtime();
 
@@ -265,25 +338,48 @@ async fn sends_custom_headers_and_credentials() {
         password: "s3cret".into(),
     });
     let target = Target::new();
-    target.download(&runtime, request(&server.url("/basic"), 0), 0, &basic).await.0.unwrap();
+    target
+        .download(&runtime, request(&server.url("/basic"), 0), 0, &basic)
+        .await
+        .0
+        .unwrap();
     assert_eq!(target.content(), pattern_bytes(0..100));
 
     let mut bearer = job();
-    bearer.credentials = Some(Credentials::Bearer { token: "tok-en".into() });
-    Target::new().download(&runtime, request(&server.url("/bearer"), 0), 0, &bearer).await.0.unwrap();
+    bearer.credentials = Some(Credentials::Bearer {
+        token: "tok-en".into(),
+    });
+    Target::new()
+        .download(&runtime, request(&server.url("/bearer"), 0), 0, &bearer)
+        .await
+        .0
+        .unwrap();
 
-    let (result, _) = Target::new().download(&runtime, request(&server.url("/bearer"), 0), 0, &job()).await;
+    let (result, _) = Target::new()
+        .download(&runtime, request(&server.url("/bearer"), 0), 0, &job())
+        .await;
     assert_eq!(result.unwrap_err().http_status, Some(401));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_are_stored_as_served_without_decoding() {
     let gzip_like = b"\x1f\x8b\x08\x00 not really inflated".to_vec();
-    let server = start_with("/file.gz", Resource::bytes(gzip_like.clone()).gzip_encoded()).await;
+    let server = start_with(
+        "/file.gz",
+        Resource::bytes(gzip_like.clone()).gzip_encoded(),
+    )
+    .await;
     let target = Target::new();
-    target.download(&runtime(), request(&server.url("/file.gz"), 0), 0, &job()).await.0.unwrap();
+    target
+        .download(&runtime(), request(&server.url("/file.gz"), 0), 0, &job())
+        .await
+        .0
+        .unwrap();
     assert_eq!(target.content(), gzip_like);
-    assert_eq!(server.requests_for("/file.gz")[0].header("accept-encoding"), Some("identity"));
+    assert_eq!(
+        server.requests_for("/file.gz")[0].header("accept-encoding"),
+        Some("identity")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -297,7 +393,9 @@ async fn cancelling_stops_a_slow_download_and_keeps_its_bytes() {
         tokio::time::sleep(Duration::from_millis(600)).await;
         cancel.cancel();
     });
-    let (result, progress) = target.download(&runtime, request(&server.url("/slow"), 0), 0, &job).await;
+    let (result, progress) = target
+        .download(&runtime, request(&server.url("/slow"), 0), 0, &job)
+        .await;
     assert_eq!(result.unwrap_err().code, "cancelled");
     let kept = progress.written_to.load(Ordering::Acquire);
     assert!(kept > 0 && kept < 10 * MIB, "kept {kept} bytes");
@@ -307,10 +405,23 @@ async fn cancelling_stops_a_slow_download_and_keeps_its_bytes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_scheme_or_a_bad_url_is_a_typed_error() {
     let runtime = runtime();
-    let error = runtime.probe("gopher://example/x", &job()).await.unwrap_err();
-    assert_eq!((error.context, error.code.as_str()), (ErrorContext::Policy, "unsupported-scheme"));
+    let error = runtime
+        .probe("gopher://example/x", &job())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.context, error.code.as_str()),
+        (ErrorContext::Policy, "unsupported-scheme")
+    );
     let error = runtime.probe("not a url", &job()).await.unwrap_err();
     assert_eq!(error.code, "invalid-url");
-    let error = runtime.probe("http://127.0.0.1:1/nothing-listens", &job()).await.unwrap_err();
-    assert_eq!((error.class, error.context), (ErrorClass::Transient, ErrorContext::Transport), "{error}");
+    let error = runtime
+        .probe("http://127.0.0.1:1/nothing-listens", &job())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.class, error.context),
+        (ErrorClass::Transient, ErrorContext::Transport),
+        "{error}"
+    );
 }

@@ -15,7 +15,10 @@ fn job() -> JobContext {
 /// A runtime with the built-ins and the hostile plugin, granted `grant`.
 fn runtime(grant: &[&str]) -> PluginRuntime {
     let mut grants = HashMap::new();
-    grants.insert("hostile".to_string(), grant.iter().map(|s| s.to_string()).collect());
+    grants.insert(
+        "hostile".to_string(),
+        grant.iter().map(|s| s.to_string()).collect(),
+    );
     let mut runtime = PluginRuntime::with_builtins(RuntimeConfig {
         grants,
         ..RuntimeConfig::default()
@@ -41,11 +44,19 @@ async fn hostile_download(runtime: &PluginRuntime, url: &str) -> TransferError {
 /// After any misbehaviour, the same runtime still serves well-behaved calls.
 async fn host_still_serves(runtime: &PluginRuntime) {
     let target = Target::new();
-    target.download(runtime, request("hostile://ok/", 0), 0, &job()).await.0.unwrap();
+    target
+        .download(runtime, request("hostile://ok/", 0), 0, &job())
+        .await
+        .0
+        .unwrap();
     assert_eq!(target.content(), b"ok\n");
     let server = start_with("/f", Resource::pattern(70_000)).await;
     let target = Target::new();
-    target.download(runtime, request(&server.url("/f"), 0), 0, &job()).await.0.unwrap();
+    target
+        .download(runtime, request(&server.url("/f"), 0), 0, &job())
+        .await
+        .0
+        .unwrap();
     assert_eq!(target.content(), pattern_bytes(0..70_000));
 }
 
@@ -84,10 +95,21 @@ async fn reaching_a_host_not_granted_is_refused() {
     let server = start_with("/secret", Resource::pattern(100)).await;
     // Granted another port of the same address only.
     let runtime = runtime(&["127.0.0.1:1"]);
-    let error = hostile_download(&runtime, &format!("hostile://reach/{}", server.url("/secret"))).await;
-    assert_eq!((error.context, error.code.as_str()), (ErrorContext::Policy, "host-not-granted"), "{error}");
+    let error = hostile_download(
+        &runtime,
+        &format!("hostile://reach/{}", server.url("/secret")),
+    )
+    .await;
+    assert_eq!(
+        (error.context, error.code.as_str()),
+        (ErrorContext::Policy, "host-not-granted"),
+        "{error}"
+    );
     assert_eq!(error.class, ErrorClass::Fatal);
-    assert!(server.requests().is_empty(), "the server never saw the request");
+    assert!(
+        server.requests().is_empty(),
+        "the server never saw the request"
+    );
     host_still_serves(&runtime).await;
 }
 
@@ -97,7 +119,11 @@ async fn a_third_party_plugin_is_granted_nothing_by_default() {
     let mut runtime = PluginRuntime::with_builtins(RuntimeConfig::default()).unwrap();
     let (manifest, wasm) = hostile_plugin();
     runtime.load(&manifest, &wasm, false).unwrap();
-    let error = hostile_download(&runtime, &format!("hostile://reach/{}", server.url("/secret"))).await;
+    let error = hostile_download(
+        &runtime,
+        &format!("hostile://reach/{}", server.url("/secret")),
+    )
+    .await;
     assert_eq!(error.code, "host-not-granted");
     assert!(server.requests().is_empty());
 }
@@ -137,8 +163,16 @@ async fn plugins_load_from_a_directory_and_compiled_code_is_cached() {
     let mut first = PluginRuntime::new(config()).unwrap();
     let (loaded, failed) = first.load_dir(plugins.path()).unwrap();
     assert_eq!(loaded, ["hostile"]);
-    assert_eq!(failed.len(), 1, "the broken plugin is reported, the good one loads");
-    assert!(matches!(failed[0], RuntimeError::Manifest { .. }), "{}", failed[0]);
+    assert_eq!(
+        failed.len(),
+        1,
+        "the broken plugin is reported, the good one loads"
+    );
+    assert!(
+        matches!(failed[0], RuntimeError::Manifest { .. }),
+        "{}",
+        failed[0]
+    );
     let cached: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
     assert_eq!(cached.len(), 1, "the compiled component is cached");
 
@@ -146,14 +180,21 @@ async fn plugins_load_from_a_directory_and_compiled_code_is_cached() {
     let mut second = PluginRuntime::new(config()).unwrap();
     second.load_dir(plugins.path()).unwrap();
     let target = Target::new();
-    target.download(&second, request("hostile://ok/", 0), 0, &job()).await.0.unwrap();
+    target
+        .download(&second, request("hostile://ok/", 0), 0, &job())
+        .await
+        .0
+        .unwrap();
     assert_eq!(target.content(), b"ok\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_manifest_that_overclaims_is_refused() {
     let (manifest, wasm) = hostile_plugin();
-    let overclaiming = manifest.replace(r#"capabilities = ["download"]"#, r#"capabilities = ["download", "upload"]"#);
+    let overclaiming = manifest.replace(
+        r#"capabilities = ["download"]"#,
+        r#"capabilities = ["download", "upload"]"#,
+    );
     assert_ne!(overclaiming, manifest);
     let mut runtime = PluginRuntime::new(RuntimeConfig::default()).unwrap();
     let error = runtime.load(&overclaiming, &wasm, false).unwrap_err();

@@ -43,10 +43,15 @@ impl HostPattern {
         };
         let port = match port {
             None => None,
-            Some(p) => Some(p.parse::<u16>().map_err(|_| bad("the port is not a number"))?),
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| bad("the port is not a number"))?,
+            ),
         };
         let valid = |h: &str| {
-            !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
         };
         let host = if host == "*" {
             HostMatch::Any
@@ -87,7 +92,11 @@ pub struct HostPolicy {
 
 impl HostPolicy {
     pub fn new(declared: &[String], granted: &[String]) -> Result<HostPolicy, String> {
-        let parse = |list: &[String]| list.iter().map(|p| HostPattern::parse(p)).collect::<Result<Vec<_>, _>>();
+        let parse = |list: &[String]| {
+            list.iter()
+                .map(|p| HostPattern::parse(p))
+                .collect::<Result<Vec<_>, _>>()
+        };
         Ok(HostPolicy {
             declared: parse(declared)?,
             granted: parse(granted)?,
@@ -95,7 +104,8 @@ impl HostPolicy {
     }
 
     pub fn allows(&self, host: &str, port: u16) -> bool {
-        self.declared.iter().any(|p| p.matches(host, port)) && self.granted.iter().any(|p| p.matches(host, port))
+        self.declared.iter().any(|p| p.matches(host, port))
+            && self.granted.iter().any(|p| p.matches(host, port))
     }
 }
 

@@ -95,19 +95,34 @@ impl Manifest {
 
     fn validate(&self) -> Result<(), ManifestError> {
         let invalid = |why: String| Err(ManifestError::Invalid(why));
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return invalid(format!("name {:?} must be non-empty ASCII letters, digits, '-' or '_'", self.name));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return invalid(format!(
+                "name {:?} must be non-empty ASCII letters, digits, '-' or '_'",
+                self.name
+            ));
         }
         for scheme in &self.schemes {
-            let valid = scheme.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                && scheme.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+            let valid = scheme
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
             if !valid {
                 return invalid(format!("scheme {scheme:?} is not a lower-case URL scheme"));
             }
         }
         let processor = self.capabilities.contains(&Capability::ReplyProcessing);
         if processor && self.capabilities.len() > 1 {
-            return invalid("reply-processing cannot be combined with transport capabilities".into());
+            return invalid(
+                "reply-processing cannot be combined with transport capabilities".into(),
+            );
         }
         if !processor && self.schemes.is_empty() {
             return invalid("a transport must serve at least one URL scheme".into());

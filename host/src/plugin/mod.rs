@@ -22,4 +22,6 @@ pub mod transfer;
 
 pub use runtime::{Plugin, PluginRuntime, RuntimeConfig, RuntimeError};
 pub use streams::{Destination, DownloadProgress, Source, UploadProgress};
-pub use transfer::{Credentials, DownloadRequest, JobContext, RemoteInfo, UploadReply, UploadRequest, Validator};
+pub use transfer::{
+    Credentials, DownloadRequest, JobContext, RemoteInfo, UploadReply, UploadRequest, Validator,
+};

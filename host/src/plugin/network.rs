@@ -81,13 +81,14 @@ impl Network {
         builder = match &config.proxy {
             Proxy::System => builder,
             Proxy::None => builder.no_proxy(),
-            Proxy::Url(url) => {
-                builder.proxy(reqwest::Proxy::all(url).map_err(|e| NetworkError::Proxy(url.clone(), e))?)
-            }
+            Proxy::Url(url) => builder
+                .proxy(reqwest::Proxy::all(url).map_err(|e| NetworkError::Proxy(url.clone(), e))?),
         };
         Ok(Network {
             client: builder.build().map_err(NetworkError::Client)?,
-            bandwidth: config.bandwidth_limit.map(|rate| Arc::new(TokenBucket::new(rate))),
+            bandwidth: config
+                .bandwidth_limit
+                .map(|rate| Arc::new(TokenBucket::new(rate))),
             first_byte_timeout: config.first_byte_timeout,
         })
     }
@@ -130,15 +131,20 @@ impl WasiHttpHooks for PluginHttp {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _request_body_errors: BoxedFuture<Result<(), HttpError>>,
-    ) -> BoxedFuture<wasmtime_wasi_http::Result<(http::Response<WasiBody>, BoxedFuture<Result<(), HttpError>>)>>
-    {
+    ) -> BoxedFuture<
+        wasmtime_wasi_http::Result<(http::Response<WasiBody>, BoxedFuture<Result<(), HttpError>>)>,
+    > {
         let uri = request.uri().clone();
         let (Some(host), Some(scheme)) = (uri.host(), uri.scheme()) else {
             return Box::new(async { Err(HttpError::HttpRequestUriInvalid) });
         };
         let port = uri
             .port_u16()
-            .unwrap_or(if *scheme == http::uri::Scheme::HTTPS { 443 } else { 80 });
+            .unwrap_or(if *scheme == http::uri::Scheme::HTTPS {
+                443
+            } else {
+                80
+            });
         if !self.policy.allows(host, port) {
             tracing::warn!(plugin = %self.plugin, %host, port, "request refused: host not granted");
             self.denied.push(format!("{host}:{port}"));
@@ -151,7 +157,10 @@ impl WasiHttpHooks for PluginHttp {
                 .and_then(|o| o.first_byte_timeout)
                 .unwrap_or(network.first_byte_timeout);
             let (parts, body) = request.into_parts();
-            let mut outgoing = network.client.request(parts.method, uri.to_string()).headers(parts.headers);
+            let mut outgoing = network
+                .client
+                .request(parts.method, uri.to_string())
+                .headers(parts.headers);
             if !body.is_end_stream() {
                 outgoing = outgoing.body(reqwest::Body::wrap_stream(SyncBody::new(body)));
             }
@@ -265,7 +274,8 @@ impl TokenBucket {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let (tokens, last) = *state;
-        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate / 4.0);
+        let refilled =
+            (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate / 4.0);
         let left = refilled - n as f64;
         *state = (left, now);
         if left >= 0.0 {
@@ -300,7 +310,10 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         if let Some(pause) = self.pause.as_mut() {
             futures::ready!(pause.as_mut().poll(cx));
             self.pause = None;

@@ -18,7 +18,9 @@ use crate::plugin::manifest::{Capability, Manifest, ManifestError};
 use crate::plugin::network::{Network, NetworkConfig, NetworkError, PluginHttp};
 use crate::plugin::sandbox::{LimitHit, PluginState};
 use crate::plugin::streams::{Destination, Source};
-use crate::plugin::transfer::{Capabilities, DownloadRequest, JobContext, RemoteInfo, UploadReply, UploadRequest};
+use crate::plugin::transfer::{
+    Capabilities, DownloadRequest, JobContext, RemoteInfo, UploadReply, UploadRequest,
+};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -142,7 +144,10 @@ impl PluginRuntime {
     /// Loads every `NAME.wasm` with its `NAME.toml` manifest from `dir`.
     /// Returns the names loaded; a plugin that fails is reported in the
     /// result's error list and the others still load.
-    pub fn load_dir(&mut self, dir: &Path) -> Result<(Vec<String>, Vec<RuntimeError>), RuntimeError> {
+    pub fn load_dir(
+        &mut self,
+        dir: &Path,
+    ) -> Result<(Vec<String>, Vec<RuntimeError>), RuntimeError> {
         let entries = std::fs::read_dir(dir).map_err(|source| RuntimeError::PluginsDir {
             dir: dir.to_path_buf(),
             source,
@@ -154,7 +159,10 @@ impl PluginRuntime {
         paths.sort();
         let (mut loaded, mut failed) = (Vec::new(), Vec::new());
         for wasm_path in paths {
-            let stem = wasm_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = wasm_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let result = std::fs::read_to_string(wasm_path.with_extension("toml"))
                 .and_then(|manifest| Ok((manifest, std::fs::read(&wasm_path)?)))
                 .map_err(|source| RuntimeError::PluginsDir {
@@ -174,7 +182,12 @@ impl PluginRuntime {
     }
 
     /// Loads one plugin from its manifest text and component bytes.
-    pub fn load(&mut self, manifest: &str, wasm: &[u8], builtin: bool) -> Result<String, RuntimeError> {
+    pub fn load(
+        &mut self,
+        manifest: &str,
+        wasm: &[u8],
+        builtin: bool,
+    ) -> Result<String, RuntimeError> {
         let manifest = Manifest::parse(manifest).map_err(|source| RuntimeError::Manifest {
             plugin: "(unnamed)".into(),
             source,
@@ -196,19 +209,40 @@ impl PluginRuntime {
                 });
             }
         }
-        let component = self.compile(wasm).map_err(|e| component_error(format!("{e:#}")))?;
+        let component = self
+            .compile(wasm)
+            .map_err(|e| component_error(format!("{e:#}")))?;
         let world = if manifest.is_reply_processor() {
-            let pre = self.processor_linker.instantiate_pre(&component).map_err(|e| component_error(format!("{e:#}")))?;
-            World::ReplyProcessor(ReplyProcessorPre::new(pre).map_err(|e| component_error(format!("{e:#}")))?)
+            let pre = self
+                .processor_linker
+                .instantiate_pre(&component)
+                .map_err(|e| component_error(format!("{e:#}")))?;
+            World::ReplyProcessor(
+                ReplyProcessorPre::new(pre).map_err(|e| component_error(format!("{e:#}")))?,
+            )
         } else {
-            let pre = self.transport_linker.instantiate_pre(&component).map_err(|e| component_error(format!("{e:#}")))?;
+            let pre = self
+                .transport_linker
+                .instantiate_pre(&component)
+                .map_err(|e| component_error(format!("{e:#}")))?;
             World::Transport(TransportPre::new(pre).map_err(|e| component_error(format!("{e:#}")))?)
         };
-        let default_grant = if builtin { vec!["*".to_string()] } else { Vec::new() };
-        let granted = self.config.grants.get(&name).cloned().unwrap_or(default_grant);
-        let policy = HostPolicy::new(&manifest.allowed_hosts, &granted).map_err(|message| RuntimeError::Mismatch {
-            plugin: name.clone(),
-            message: format!("operator grant: {message}"),
+        let default_grant = if builtin {
+            vec!["*".to_string()]
+        } else {
+            Vec::new()
+        };
+        let granted = self
+            .config
+            .grants
+            .get(&name)
+            .cloned()
+            .unwrap_or(default_grant);
+        let policy = HostPolicy::new(&manifest.allowed_hosts, &granted).map_err(|message| {
+            RuntimeError::Mismatch {
+                plugin: name.clone(),
+                message: format!("operator grant: {message}"),
+            }
         })?;
         let mut plugin = Plugin {
             manifest,
@@ -218,10 +252,12 @@ impl PluginRuntime {
             world,
         };
         if let World::Transport(_) = plugin.world {
-            plugin.capabilities = self.check_capabilities(&plugin).map_err(|message| RuntimeError::Mismatch {
-                plugin: name.clone(),
-                message,
-            })?;
+            plugin.capabilities =
+                self.check_capabilities(&plugin)
+                    .map_err(|message| RuntimeError::Mismatch {
+                        plugin: name.clone(),
+                        message,
+                    })?;
         }
         for scheme in &plugin.manifest.schemes {
             self.schemes.insert(scheme.clone(), name.clone());
@@ -235,9 +271,17 @@ impl PluginRuntime {
     /// no more than that.
     fn check_capabilities(&self, plugin: &Plugin) -> Result<Capabilities, String> {
         let job = JobContext::new("load");
-        let reported = futures::executor::block_on(self.run_transport(plugin, &job, async |store, transport| {
-            transport.ferry_transfer_transfers().call_supported(store).await.map(Ok)
-        }))
+        let reported = futures::executor::block_on(self.run_transport(
+            plugin,
+            &job,
+            async |store, transport| {
+                transport
+                    .ferry_transfer_transfers()
+                    .call_supported(store)
+                    .await
+                    .map(Ok)
+            },
+        ))
         .map_err(|e| format!("asking for its capabilities failed: {e}"))?;
         let caps = Capabilities::from(reported);
         for claimed in &plugin.manifest.capabilities {
@@ -249,7 +293,9 @@ impl PluginRuntime {
                 Capability::ReplyProcessing => false,
             };
             if !has {
-                return Err(format!("the manifest claims {claimed:?} but the component does not implement it"));
+                return Err(format!(
+                    "the manifest claims {claimed:?} but the component does not implement it"
+                ));
             }
         }
         Ok(caps)
@@ -262,8 +308,13 @@ impl PluginRuntime {
 
     /// The transport serving `url`'s scheme.
     pub fn transport_for(&self, url: &str) -> Result<Arc<Plugin>, TransferError> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| TransferError::fatal(ErrorContext::RemoteFile, "invalid-url", format!("{url:?} is not a URL: {e}")))?;
+        let parsed = url::Url::parse(url).map_err(|e| {
+            TransferError::fatal(
+                ErrorContext::RemoteFile,
+                "invalid-url",
+                format!("{url:?} is not a URL: {e}"),
+            )
+        })?;
         self.schemes
             .get(parsed.scheme())
             .and_then(|name| self.plugins.get(name))
@@ -284,7 +335,11 @@ impl PluginRuntime {
             .filter(|p| matches!(p.world, World::ReplyProcessor(_)))
             .cloned()
             .ok_or_else(|| {
-                TransferError::fatal(ErrorContext::Policy, "unknown-plugin", format!("no reply processor named {name:?}"))
+                TransferError::fatal(
+                    ErrorContext::Policy,
+                    "unknown-plugin",
+                    format!("no reply processor named {name:?}"),
+                )
             })
     }
 
@@ -293,7 +348,10 @@ impl PluginRuntime {
         let plugin = self.transport_for(url)?;
         let url = url.to_string();
         self.run_transport(&plugin, job, async move |store, transport| {
-            transport.ferry_transfer_transfers().call_probe(store, &url).await
+            transport
+                .ferry_transfer_transfers()
+                .call_probe(store, &url)
+                .await
         })
         .await
         .map(RemoteInfo::from)
@@ -327,7 +385,11 @@ impl PluginRuntime {
                 result
             })
             .await;
-        let local = progress.local_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let local = progress
+            .local_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match (result, local) {
             (Err(_), Some(local)) => Err(local),
             (result, _) => result,
@@ -342,8 +404,16 @@ impl PluginRuntime {
         source: Source,
     ) -> Result<Option<UploadReply>, TransferError> {
         let plugin = self.transport_for(&request.url)?;
-        if !plugin.capabilities.upload || (request.want_reply && !plugin.capabilities.upload_reply) {
-            return Err(unsupported(&plugin, if request.want_reply { "upload-reply" } else { "upload" }));
+        if !plugin.capabilities.upload || (request.want_reply && !plugin.capabilities.upload_reply)
+        {
+            return Err(unsupported(
+                &plugin,
+                if request.want_reply {
+                    "upload-reply"
+                } else {
+                    "upload"
+                },
+            ));
         }
         let progress = source.progress();
         let result = self
@@ -358,7 +428,11 @@ impl PluginRuntime {
                 result
             })
             .await;
-        let local = progress.local_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let local = progress
+            .local_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match (result, local) {
             (Err(_), Some(local)) => Err(local),
             (result, _) => Ok(result?.reply.map(UploadReply::from)),
@@ -366,11 +440,19 @@ impl PluginRuntime {
     }
 
     /// Cancels an unfinished upload session on the server.
-    pub async fn cancel_upload(&self, url: &str, session: &str, job: &JobContext) -> Result<(), TransferError> {
+    pub async fn cancel_upload(
+        &self,
+        url: &str,
+        session: &str,
+        job: &JobContext,
+    ) -> Result<(), TransferError> {
         let plugin = self.transport_for(url)?;
         let (url, session) = (url.to_string(), session.to_string());
         self.run_transport(&plugin, job, async move |store, transport| {
-            transport.ferry_transfer_transfers().call_cancel_upload(store, &url, &session).await
+            transport
+                .ferry_transfer_transfers()
+                .call_cancel_upload(store, &url, &session)
+                .await
         })
         .await
     }
@@ -411,13 +493,37 @@ impl PluginRuntime {
         Ok(data)
     }
 
+    /// Instantiates plugin `name` in a fresh store and drops it: checks that
+    /// the plugin starts, and is what every call pays before its work.
+    pub async fn instantiate(&self, name: &str) -> Result<(), TransferError> {
+        let plugin = self.plugins.get(name).cloned().ok_or_else(|| {
+            TransferError::fatal(
+                ErrorContext::Policy,
+                "unknown-plugin",
+                format!("no plugin named {name:?}"),
+            )
+        })?;
+        let job = JobContext::new("instantiate");
+        let mut store = self.new_store(&plugin, &job);
+        let outcome = match &plugin.world {
+            World::Transport(pre) => pre.instantiate_async(&mut store).await.map(|_| Ok(())),
+            World::ReplyProcessor(pre) => pre.instantiate_async(&mut store).await.map(|_| Ok(())),
+        };
+        settle(&plugin, &store, Ok(outcome))
+    }
+
     /// Instantiates `plugin` in a fresh store and runs `call` on it, under
     /// the plugin's limits and the job's cancellation.
     async fn run_transport<R>(
         &self,
         plugin: &Plugin,
         job: &JobContext,
-        call: impl AsyncFnOnce(&mut Store<PluginState>, &Transport) -> wasmtime::Result<Result<R, crate::plugin::bindings::ferry::transfer::types::TransferError>>,
+        call: impl AsyncFnOnce(
+            &mut Store<PluginState>,
+            &Transport,
+        ) -> wasmtime::Result<
+            Result<R, crate::plugin::bindings::ferry::transfer::types::TransferError>,
+        >,
     ) -> Result<R, TransferError> {
         let World::Transport(pre) = &plugin.world else {
             return Err(unsupported(plugin, "transfers"));
@@ -433,8 +539,18 @@ impl PluginRuntime {
 
     fn new_store(&self, plugin: &Plugin, job: &JobContext) -> Store<PluginState> {
         let limits = plugin.manifest.limits;
-        let http = PluginHttp::new(self.network.clone(), plugin.policy.clone(), &plugin.manifest.name);
-        let state = PluginState::new(&plugin.manifest.name, job.clone(), http, limits.memory_bytes(), limits.deadline());
+        let http = PluginHttp::new(
+            self.network.clone(),
+            plugin.policy.clone(),
+            &plugin.manifest.name,
+        );
+        let state = PluginState::new(
+            &plugin.manifest.name,
+            job.clone(),
+            http,
+            limits.memory_bytes(),
+            limits.deadline(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
         store.call_hook(|mut ctx, hook| {
@@ -452,7 +568,9 @@ impl PluginRuntime {
             return Component::new(&self.engine, wasm);
         };
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
         let key = hex::encode(Sha256::digest(wasm));
         let path = dir.join(format!("{key}-{:016x}.cwasm", engine_hash.finish()));
         if path.exists() {
@@ -461,7 +579,9 @@ impl PluginRuntime {
             // cache directory; a file that does not load is recompiled.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), "cached plugin code unusable, recompiling: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cached plugin code unusable, recompiling: {e}")
+                }
             }
         }
         let component = Component::new(&self.engine, wasm)?;
@@ -479,7 +599,10 @@ impl PluginRuntime {
 }
 
 /// Runs `call` unless the job is cancelled first.
-async fn cancellable<R>(job: &JobContext, call: impl Future<Output = wasmtime::Result<R>>) -> Result<wasmtime::Result<R>, ()> {
+async fn cancellable<R>(
+    job: &JobContext,
+    call: impl Future<Output = wasmtime::Result<R>>,
+) -> Result<wasmtime::Result<R>, ()> {
     tokio::select! {
         result = call => Ok(result),
         () = job.cancel.cancelled() => Err(()),
@@ -490,7 +613,10 @@ async fn cancellable<R>(job: &JobContext, call: impl Future<Output = wasmtime::R
 fn settle<R>(
     plugin: &Plugin,
     store: &Store<PluginState>,
-    outcome: Result<wasmtime::Result<Result<R, crate::plugin::bindings::ferry::transfer::types::TransferError>>, ()>,
+    outcome: Result<
+        wasmtime::Result<Result<R, crate::plugin::bindings::ferry::transfer::types::TransferError>>,
+        (),
+    >,
 ) -> Result<R, TransferError> {
     let name = &plugin.manifest.name;
     let state = store.data();
@@ -498,7 +624,10 @@ fn settle<R>(
         TransferError::fatal(
             ErrorContext::Policy,
             "host-not-granted",
-            format!("plugin {name} asked to reach {}, which is not granted to it", state.http.denied.join(", ")),
+            format!(
+                "plugin {name} asked to reach {}, which is not granted to it",
+                state.http.denied.join(", ")
+            ),
         )
     };
     match outcome {
@@ -512,25 +641,43 @@ fn settle<R>(
         Ok(Err(trap)) => Err(match state.limit_hit {
             Some(LimitHit::Deadline) => TransferError::plugin(
                 "plugin-deadline",
-                format!("plugin {name} ran past its deadline of {:?}", plugin.manifest.limits.deadline()),
+                format!(
+                    "plugin {name} ran past its deadline of {:?}",
+                    plugin.manifest.limits.deadline()
+                ),
             ),
             Some(LimitHit::Memory) => TransferError::plugin(
                 "plugin-memory",
-                format!("plugin {name} went past its memory limit of {} MiB", plugin.manifest.limits.memory_mib),
+                format!(
+                    "plugin {name} went past its memory limit of {} MiB",
+                    plugin.manifest.limits.memory_mib
+                ),
             ),
             Some(LimitHit::Cancelled) => cancelled(name),
-            None => TransferError::plugin("plugin-trap", format!("plugin {name} trapped: {}", trap_message(&trap))),
+            None => TransferError::plugin(
+                "plugin-trap",
+                format!("plugin {name} trapped: {}", trap_message(&trap)),
+            ),
         }),
     }
 }
 
 fn trap_message(e: &wasmtime::Error) -> String {
     let text = format!("{e:#}");
-    text.lines().next().unwrap_or("").chars().take(500).collect()
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(500)
+        .collect()
 }
 
 fn cancelled(name: &str) -> TransferError {
-    TransferError::transient(ErrorContext::Plugin, "cancelled", format!("the call to plugin {name} was cancelled"))
+    TransferError::transient(
+        ErrorContext::Plugin,
+        "cancelled",
+        format!("the call to plugin {name} was cancelled"),
+    )
 }
 
 fn unsupported(plugin: &Plugin, what: &str) -> TransferError {
@@ -551,8 +698,10 @@ fn link_host(linker: &mut Linker<PluginState>, with_http: bool) -> Result<(), Ru
     if with_http {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker).map_err(engine_error)?;
     }
-    types::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s).map_err(engine_error)?;
-    host::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s).map_err(engine_error)?;
+    types::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+        .map_err(engine_error)?;
+    host::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+        .map_err(engine_error)?;
     Ok(())
 }
 
@@ -577,8 +726,12 @@ fn new_engine() -> Result<(Engine, bool), RuntimeError> {
     match Engine::new(&pooled) {
         Ok(engine) => Ok((engine, true)),
         Err(e) => {
-            tracing::info!("pooling allocator unavailable ({e:#}); instances are allocated on demand");
-            Engine::new(&base()).map(|e| (e, false)).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+            tracing::info!(
+                "pooling allocator unavailable ({e:#}); instances are allocated on demand"
+            );
+            Engine::new(&base())
+                .map(|e| (e, false))
+                .map_err(|e| RuntimeError::Engine(format!("{e:#}")))
         }
     }
 }

@@ -45,10 +45,20 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub fn new(plugin: &str, job: JobContext, http: PluginHttp, memory_limit: usize, deadline: Duration) -> Self {
+    pub fn new(
+        plugin: &str,
+        job: JobContext,
+        http: PluginHttp,
+        memory_limit: usize,
+        deadline: Duration,
+    ) -> Self {
         PluginState {
             // Nothing granted: no dirs, env, args, sockets, or name lookup.
-            wasi: WasiCtx::builder().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build(),
+            wasi: WasiCtx::builder()
+                .allow_ip_name_lookup(false)
+                .allow_tcp(false)
+                .allow_udp(false)
+                .build(),
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
             http,
@@ -84,14 +94,19 @@ impl PluginState {
 
     /// The epoch callback: stops guest code that has run past the deadline
     /// without coming back to the host, or whose job was cancelled.
-    pub fn on_epoch(mut store: StoreContextMut<'_, PluginState>) -> wasmtime::Result<UpdateDeadline> {
+    pub fn on_epoch(
+        mut store: StoreContextMut<'_, PluginState>,
+    ) -> wasmtime::Result<UpdateDeadline> {
         let state = store.data_mut();
         state.in_epoch_callback = true;
         if state.job.cancel.is_cancelled() {
             state.limit_hit = Some(LimitHit::Cancelled);
             return Err(wasmtime::format_err!("the call was cancelled"));
         }
-        if state.guest_since.is_some_and(|since| since.elapsed() > state.deadline) {
+        if state
+            .guest_since
+            .is_some_and(|since| since.elapsed() > state.deadline)
+        {
             state.limit_hit = Some(LimitHit::Deadline);
             return Err(wasmtime::format_err!(
                 "guest code ran for more than {:?} without returning to the host",
@@ -103,7 +118,12 @@ impl PluginState {
 }
 
 impl ResourceLimiter for PluginState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.limit_hit = Some(LimitHit::Memory);
             return Err(wasmtime::format_err!(
@@ -114,7 +134,12 @@ impl ResourceLimiter for PluginState {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -183,7 +208,11 @@ impl host::HostDestination for PluginState {
         info: types::RemoteInfo,
         from: u64,
     ) -> wasmtime::Result<Result<Resource<DynOutputStream>, types::TransferError>> {
-        let sink = match self.table.get_mut(&destination)?.begin(RemoteInfo::from(info), from) {
+        let sink = match self
+            .table
+            .get_mut(&destination)?
+            .begin(RemoteInfo::from(info), from)
+        {
             Ok(sink) => sink,
             Err(e) => return Ok(Err(e.into())),
         };
@@ -206,7 +235,9 @@ impl host::HostSource for PluginState {
         &mut self,
         source: Resource<Source>,
         offset: u64,
-    ) -> wasmtime::Result<Result<Resource<wasmtime_wasi_io::streams::DynInputStream>, types::TransferError>> {
+    ) -> wasmtime::Result<
+        Result<Resource<wasmtime_wasi_io::streams::DynInputStream>, types::TransferError>,
+    > {
         let stream = match self.table.get(&source)?.open(offset) {
             Ok(stream) => stream,
             Err(e) => return Ok(Err(e.into())),
@@ -215,7 +246,11 @@ impl host::HostSource for PluginState {
         Ok(Ok(self.table.push(stream)?))
     }
 
-    fn record_session(&mut self, source: Resource<Source>, session: String) -> wasmtime::Result<()> {
+    fn record_session(
+        &mut self,
+        source: Resource<Source>,
+        session: String,
+    ) -> wasmtime::Result<()> {
         let progress = self.table.get(&source)?.progress();
         *progress.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
         Ok(())

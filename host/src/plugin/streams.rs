@@ -54,7 +54,12 @@ pub struct Destination {
 impl Destination {
     /// A destination writing the body of remote offset `request_offset` at
     /// `file_position` of `file`.
-    pub fn new(file: Arc<File>, request_offset: u64, file_position: u64, may_restart: bool) -> Destination {
+    pub fn new(
+        file: Arc<File>,
+        request_offset: u64,
+        file_position: u64,
+        may_restart: bool,
+    ) -> Destination {
         let progress = Arc::new(DownloadProgress::default());
         progress.written_to.store(file_position, Ordering::Release);
         Destination {
@@ -89,11 +94,15 @@ impl Destination {
                 ),
             ));
         };
-        self.file
-            .set_len(position)
-            .map_err(|e| TransferError::local_file("write-failed", &e, "cannot cut the temporary file"))?;
+        self.file.set_len(position).map_err(|e| {
+            TransferError::local_file("write-failed", &e, "cannot cut the temporary file")
+        })?;
         self.progress.written_to.store(position, Ordering::Release);
-        *self.progress.remote.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
+        *self
+            .progress
+            .remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(info);
         Ok(FileSink {
             file: self.file.clone(),
             position,
@@ -113,12 +122,19 @@ pub struct FileSink {
 impl OutputStream for FileSink {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         if let Err(e) = self.file.write_all_at(&bytes, self.position) {
-            let error = TransferError::local_file("write-failed", &e, "cannot write the temporary file");
-            *self.progress.local_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+            let error =
+                TransferError::local_file("write-failed", &e, "cannot write the temporary file");
+            *self
+                .progress
+                .local_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(error);
             return Err(StreamError::LastOperationFailed(e.into()));
         }
         self.position += bytes.len() as u64;
-        self.progress.written_to.store(self.position, Ordering::Release);
+        self.progress
+            .written_to
+            .store(self.position, Ordering::Release);
         Ok(())
     }
 
@@ -179,7 +195,10 @@ impl Source {
             return Err(TransferError::fatal(
                 ErrorContext::Plugin,
                 "bad-offset",
-                format!("the plugin opened the source at {offset}, past its size {}", self.size),
+                format!(
+                    "the plugin opened the source at {offset}, past its size {}",
+                    self.size
+                ),
             ));
         }
         Ok(FileSourceStream {
@@ -202,7 +221,11 @@ pub struct FileSourceStream {
 impl FileSourceStream {
     fn fail(&self, error: TransferError) -> StreamError {
         let message = error.message.clone();
-        *self.progress.local_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        *self
+            .progress
+            .local_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(error);
         StreamError::LastOperationFailed(wasmtime::format_err!("{message}"))
     }
 }
@@ -211,24 +234,45 @@ impl FileSourceStream {
 impl InputStream for FileSourceStream {
     fn read(&mut self, size: usize) -> StreamResult<Bytes> {
         let changed = |what: &str| {
-            TransferError::fatal(ErrorContext::LocalFile, "local-file-changed", format!("the upload source {what}"))
+            TransferError::fatal(
+                ErrorContext::LocalFile,
+                "local-file-changed",
+                format!("the upload source {what}"),
+            )
         };
         let length = match self.file.metadata() {
             Ok(m) => m.len(),
-            Err(e) => return Err(self.fail(TransferError::local_file("read-failed", &e, "cannot read the upload source"))),
+            Err(e) => {
+                return Err(self.fail(TransferError::local_file(
+                    "read-failed",
+                    &e,
+                    "cannot read the upload source",
+                )));
+            }
         };
         if length != self.size {
-            return Err(self.fail(changed(&format!("changed size from {} to {length} bytes", self.size))));
+            return Err(self.fail(changed(&format!(
+                "changed size from {} to {length} bytes",
+                self.size
+            ))));
         }
         if self.position >= self.size {
             return Err(StreamError::Closed);
         }
-        let wanted = size.min(CHUNK).min(usize::try_from(self.size - self.position).unwrap_or(CHUNK));
+        let wanted = size
+            .min(CHUNK)
+            .min(usize::try_from(self.size - self.position).unwrap_or(CHUNK));
         let mut buffer = vec![0u8; wanted];
         let n = match self.file.read_at(&mut buffer, self.position) {
             Ok(0) => return Err(self.fail(changed("ended before its recorded size"))),
             Ok(n) => n,
-            Err(e) => return Err(self.fail(TransferError::local_file("read-failed", &e, "cannot read the upload source"))),
+            Err(e) => {
+                return Err(self.fail(TransferError::local_file(
+                    "read-failed",
+                    &e,
+                    "cannot read the upload source",
+                )));
+            }
         };
         buffer.truncate(n);
         self.position += n as u64;

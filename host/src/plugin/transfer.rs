@@ -194,10 +194,12 @@ impl From<UploadReply> for wit::UploadReply {
 impl From<&Credentials> for wit::Credentials {
     fn from(c: &Credentials) -> Self {
         match c {
-            Credentials::Basic { user, password } => wit::Credentials::Basic(wit::BasicCredentials {
-                user: user.clone(),
-                password: password.clone(),
-            }),
+            Credentials::Basic { user, password } => {
+                wit::Credentials::Basic(wit::BasicCredentials {
+                    user: user.clone(),
+                    password: password.clone(),
+                })
+            }
             Credentials::Bearer { token } => wit::Credentials::Bearer(token.clone()),
         }
     }

@@ -63,10 +63,13 @@ impl Transport for HttpTransport {
 
     fn download(request: DownloadRequest, destination: &Destination) -> Result<(), TransferError> {
         let ranged = request.offset > 0 || request.end.is_some();
-        let mut http = Request::for_job(Method::Get, &request.url)?.header("accept-encoding", "identity");
+        let mut http =
+            Request::for_job(Method::Get, &request.url)?.header("accept-encoding", "identity");
         if ranged {
             let range = match request.end {
-                Some(end) if end > request.offset => format!("bytes={}-{}", request.offset, end - 1),
+                Some(end) if end > request.offset => {
+                    format!("bytes={}-{}", request.offset, end - 1)
+                }
                 Some(_) => return Ok(()),
                 None => format!("bytes={}-", request.offset),
             };
@@ -98,7 +101,9 @@ fn continue_range(
     response: Response,
     destination: &Destination,
 ) -> Result<(), TransferError> {
-    let range = response.header("content-range").and_then(parse_content_range);
+    let range = response
+        .header("content-range")
+        .and_then(parse_content_range);
     let expected_last = request.end.map(|end| end - 1);
     let fits = range.as_ref().is_some_and(|r| {
         r.first == request.offset
@@ -192,9 +197,10 @@ fn remote_info(response: &Response, size: Option<u64>) -> RemoteInfo {
     RemoteInfo {
         size,
         validator: validator(response),
-        accepts_ranges: response
-            .header("accept-ranges")
-            .is_some_and(|v| v.split(',').any(|unit| unit.trim().eq_ignore_ascii_case("bytes"))),
+        accepts_ranges: response.header("accept-ranges").is_some_and(|v| {
+            v.split(',')
+                .any(|unit| unit.trim().eq_ignore_ascii_case("bytes"))
+        }),
         location: response.url.clone(),
     }
 }

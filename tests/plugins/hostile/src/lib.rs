@@ -9,7 +9,9 @@
 //! - `ok`: behaves, writing three bytes.
 
 use ferry_guest_sdk::http::{Method, Request};
-use ferry_guest_sdk::types::{Capabilities, DownloadRequest, ErrorContext, RemoteInfo, UploadOutcome, UploadRequest};
+use ferry_guest_sdk::types::{
+    Capabilities, DownloadRequest, ErrorContext, RemoteInfo, UploadOutcome, UploadRequest,
+};
 use ferry_guest_sdk::{Destination, Source, TransferError, Transport};
 
 struct Hostile;
@@ -66,16 +68,25 @@ impl Transport for Hostile {
         misbehave(&request.url)?;
         let info = Self::probe(request.url.clone())?;
         let sink = destination.begin(&info, 0)?;
-        sink.blocking_write_and_flush(b"ok\n")
-            .map_err(|_| TransferError::transient(ErrorContext::LocalFile, "write-failed", "cannot write"))
+        sink.blocking_write_and_flush(b"ok\n").map_err(|_| {
+            TransferError::transient(ErrorContext::LocalFile, "write-failed", "cannot write")
+        })
     }
 
     fn upload(_request: UploadRequest, _source: &Source) -> Result<UploadOutcome, TransferError> {
-        Err(TransferError::fatal(ErrorContext::Plugin, "unsupported", "no uploads"))
+        Err(TransferError::fatal(
+            ErrorContext::Plugin,
+            "unsupported",
+            "no uploads",
+        ))
     }
 
     fn cancel_upload(_url: String, _session: String) -> Result<(), TransferError> {
-        Err(TransferError::fatal(ErrorContext::Plugin, "unsupported", "no uploads"))
+        Err(TransferError::fatal(
+            ErrorContext::Plugin,
+            "unsupported",
+            "no uploads",
+        ))
     }
 }
 

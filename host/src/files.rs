@@ -1,0 +1,285 @@
+//! Files and finalisation: where downloaded bytes live until `complete`.
+//!
+//! A download is written to a hidden temporary file in the destination's own
+//! directory, created exclusively and never through a symbolic link. The
+//! directory is held open by descriptor from then on, so a symlink swapped in
+//! for the directory (or for the destination name) between `add` and
+//! `complete` is never followed: the final rename happens inside the
+//! directory that was checked, and replaces whatever entry has the
+//! destination's name instead of writing through it. Finishing syncs the
+//! file, renames it into place atomically, and syncs the directory.
+
+use crate::error::{ErrorContext, TransferError};
+use rustix::fs::{Mode, OFlags};
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A download's temporary file, bound to its destination directory.
+#[derive(Debug)]
+pub struct TempFile {
+    dir: Arc<OwnedFd>,
+    dir_path: PathBuf,
+    temp_name: String,
+    final_name: String,
+    file: Arc<File>,
+}
+
+/// The hidden name of the temporary file of `final_name` for job `tag`.
+pub fn temp_name(final_name: &str, tag: &str) -> String {
+    format!(".{final_name}.{tag}.ferry-part")
+}
+
+/// Splits an absolute destination into its directory and file name.
+fn split(destination: &Path) -> Result<(&Path, String), TransferError> {
+    let invalid = |why: &str| {
+        TransferError::fatal(
+            ErrorContext::LocalFile,
+            "invalid-local-path",
+            format!("{}: {why}", destination.display()),
+        )
+    };
+    if !destination.is_absolute() {
+        return Err(invalid("the local path must be absolute"));
+    }
+    let name = destination
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| invalid("the local path has no valid file name"))?;
+    let dir = destination
+        .parent()
+        .ok_or_else(|| invalid("the local path has no directory"))?;
+    Ok((dir, name.to_string()))
+}
+
+/// Opens a directory without following a symlink at its last component.
+fn open_dir(dir: &Path) -> Result<OwnedFd, TransferError> {
+    rustix::fs::open(
+        dir,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        TransferError::local_file(
+            "cannot-open-directory",
+            &e.into(),
+            &format!("{}", dir.display()),
+        )
+    })
+}
+
+impl TempFile {
+    /// Creates the temporary file of `destination` for job `tag`:
+    /// exclusively (an existing entry of that name is an error), never
+    /// through a symlink, with the usual permissions (0666 less the umask).
+    pub fn create(destination: &Path, tag: &str) -> Result<TempFile, TransferError> {
+        let (dir_path, final_name) = split(destination)?;
+        let dir = open_dir(dir_path)?;
+        let temp_name = temp_name(&final_name, tag);
+        let fd = rustix::fs::openat(
+            &dir,
+            temp_name.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        )
+        .map_err(|e| {
+            TransferError::local_file(
+                "cannot-create-file",
+                &e.into(),
+                &format!("{}", dir_path.join(&temp_name).display()),
+            )
+        })?;
+        Ok(TempFile {
+            dir: Arc::new(dir),
+            dir_path: dir_path.to_path_buf(),
+            temp_name,
+            final_name,
+            file: Arc::new(File::from(fd)),
+        })
+    }
+
+    /// Opens the existing temporary file of `destination` for job `tag`
+    /// (after a restart), never through a symlink.
+    pub fn reopen(destination: &Path, tag: &str) -> Result<TempFile, TransferError> {
+        let (dir_path, final_name) = split(destination)?;
+        let dir = open_dir(dir_path)?;
+        let temp_name = temp_name(&final_name, tag);
+        let fd = rustix::fs::openat(
+            &dir,
+            temp_name.as_str(),
+            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            TransferError::local_file(
+                "cannot-open-file",
+                &e.into(),
+                &format!("{}", dir_path.join(&temp_name).display()),
+            )
+        })?;
+        Ok(TempFile {
+            dir: Arc::new(dir),
+            dir_path: dir_path.to_path_buf(),
+            temp_name,
+            final_name,
+            file: Arc::new(File::from(fd)),
+        })
+    }
+
+    /// The open file, to hand to a plugin's destination.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// Where the temporary file is (for messages; never reopened by path).
+    pub fn path(&self) -> PathBuf {
+        self.dir_path.join(&self.temp_name)
+    }
+
+    /// Makes the bytes written so far durable (before recording progress).
+    pub fn sync(&self) -> Result<(), TransferError> {
+        self.file.sync_data().map_err(|e| {
+            TransferError::local_file("sync-failed", &e, &format!("{}", self.path().display()))
+        })
+    }
+
+    /// Cuts the file to `length` bytes (on restart, to the recorded progress).
+    pub fn truncate(&self, length: u64) -> Result<(), TransferError> {
+        self.file.set_len(length).map_err(|e| {
+            TransferError::local_file("write-failed", &e, &format!("{}", self.path().display()))
+        })
+    }
+
+    /// Syncs the file, renames it to its final name inside the directory it
+    /// was created in, and syncs the directory. On failure the temporary file
+    /// is left as it was, so finishing can be tried again.
+    pub fn finish(&self) -> Result<PathBuf, TransferError> {
+        self.sync()?;
+        let final_path = self.dir_path.join(&self.final_name);
+        rustix::fs::renameat(
+            &*self.dir,
+            self.temp_name.as_str(),
+            &*self.dir,
+            self.final_name.as_str(),
+        )
+        .map_err(|e| {
+            TransferError::local_file(
+                "rename-failed",
+                &e.into(),
+                &format!("{}", final_path.display()),
+            )
+        })?;
+        rustix::fs::fsync(&*self.dir).map_err(|e| {
+            TransferError::local_file(
+                "sync-failed",
+                &e.into(),
+                &format!("{}", self.dir_path.display()),
+            )
+        })?;
+        Ok(final_path)
+    }
+
+    /// Deletes the temporary file (cancel, or a partial file on complete).
+    pub fn remove(&self) -> Result<(), TransferError> {
+        match rustix::fs::unlinkat(
+            &*self.dir,
+            self.temp_name.as_str(),
+            rustix::fs::AtFlags::empty(),
+        ) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(TransferError::local_file(
+                "remove-failed",
+                &e.into(),
+                &format!("{}", self.path().display()),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn creates_hidden_exclusive_and_finishes_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        let temp = TempFile::create(&dest, "job1").unwrap();
+        assert!(
+            temp.path()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with('.')
+        );
+        assert!(
+            TempFile::create(&dest, "job1").is_err(),
+            "creation is exclusive"
+        );
+        (&*temp.file()).write_all(b"hello").unwrap();
+        assert!(!dest.exists());
+        assert_eq!(temp.finish().unwrap(), dest);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+        assert!(!temp.path().exists());
+    }
+
+    #[test]
+    fn never_follows_a_symlink_planted_for_the_directory_or_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("real");
+        let elsewhere = root.path().join("elsewhere");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let dest = real.join("file");
+        let temp = TempFile::create(&dest, "j").unwrap();
+        (&*temp.file()).write_all(b"data").unwrap();
+        // Swap the destination directory for a symlink to another place, and
+        // plant a symlink at the destination name inside the real directory.
+        let moved = root.path().join("moved");
+        std::fs::rename(&real, &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &real).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("victim"), moved.join("file")).unwrap();
+        temp.finish().unwrap();
+        assert_eq!(
+            std::fs::read(moved.join("file")).unwrap(),
+            b"data",
+            "landed in the checked directory"
+        );
+        assert!(
+            !moved.join("file").is_symlink(),
+            "the planted link was replaced, not followed"
+        );
+        assert!(!elsewhere.join("file").exists() && !elsewhere.join("victim").exists());
+    }
+
+    #[test]
+    fn refuses_relative_paths_and_a_symlinked_directory() {
+        assert_eq!(
+            TempFile::create(Path::new("rel/file"), "j")
+                .unwrap_err()
+                .code,
+            "invalid-local-path"
+        );
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(root.path(), root.path().join("link")).unwrap();
+        let error = TempFile::create(&root.path().join("link").join("f"), "j").unwrap_err();
+        assert_eq!(error.code, "cannot-open-directory");
+    }
+
+    #[test]
+    fn remove_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let temp = TempFile::create(&dest, "j").unwrap();
+        (&*temp.file()).write_all(b"abc").unwrap();
+        let again = TempFile::reopen(&dest, "j").unwrap();
+        again.truncate(1).unwrap();
+        assert_eq!(std::fs::read(temp.path()).unwrap(), b"a");
+        temp.remove().unwrap();
+        assert!(!temp.path().exists());
+        temp.remove().unwrap();
+    }
+}
