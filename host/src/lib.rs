@@ -1,14 +1,25 @@
 //! Ferry: a background file-transfer host with the job semantics of BITS,
 //! whose transports are sandboxed WebAssembly components.
 //!
+//! - `job`: the job model and its state machine (SPEC §2), as data;
+//! - `engine`: carries jobs out: operations, transfers, checkpoints, timers;
+//! - `scheduler`: which queued jobs transfer now; `clock`: time for timers;
+//! - `store`: where jobs live across restarts (sled by default);
+//! - `events`: the in-process event stream of every job;
 //! - `cli`: the `ferry` command line;
 //! - `error`: the typed error every failed transfer ends in;
 //! - `files`: temporary files and their atomic, symlink-proof finalisation;
 //! - `plugin`: the plugin runtime (WIT bindings, sandbox, network, streams).
 
 pub mod cli;
+pub mod clock;
+pub mod engine;
 pub mod error;
+pub mod events;
 pub mod files;
+pub mod job;
 pub mod plugin;
+pub mod scheduler;
+pub mod store;
 
 pub use error::{ErrorClass, ErrorContext, TransferError};

@@ -18,6 +18,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
 
@@ -49,6 +50,7 @@ pub struct Destination {
     /// Whether the plugin may restart from zero (a whole-file download).
     may_restart: bool,
     progress: Arc<DownloadProgress>,
+    stop: Option<CancellationToken>,
 }
 
 impl Destination {
@@ -68,7 +70,15 @@ impl Destination {
             file_position,
             may_restart,
             progress,
+            stop: None,
         }
+    }
+
+    /// Refuses every write once `stop` is cancelled, so a call that is being
+    /// stopped cannot write after the job has moved on.
+    pub fn stop_on(mut self, stop: CancellationToken) -> Destination {
+        self.stop = Some(stop);
+        self
     }
 
     /// The progress of this destination, to watch while the call runs.
@@ -107,6 +117,7 @@ impl Destination {
             file: self.file.clone(),
             position,
             progress: self.progress.clone(),
+            stop: self.stop.clone(),
         })
     }
 }
@@ -116,11 +127,15 @@ pub struct FileSink {
     file: Arc<File>,
     position: u64,
     progress: Arc<DownloadProgress>,
+    stop: Option<CancellationToken>,
 }
 
 #[async_trait::async_trait]
 impl OutputStream for FileSink {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if self.stop.as_ref().is_some_and(|s| s.is_cancelled()) {
+            return Err(StreamError::LastOperationFailed(wasmtime::format_err!("the transfer was stopped")));
+        }
         if let Err(e) = self.file.write_all_at(&bytes, self.position) {
             let error =
                 TransferError::local_file("write-failed", &e, "cannot write the temporary file");

@@ -1,0 +1,1113 @@
+//! The job engine: carries jobs out with BITS semantics, durably.
+//!
+//! It holds every job in memory and in the store, applies the owner's
+//! operations through the state machine of `job`, runs transfers through the
+//! plugin runtime one file at a time, checkpoints progress (the temporary
+//! file is synced before the offset recorded for it advances), keeps the
+//! timers of SPEC §2, and publishes events. Every change of state is saved
+//! before the operation returns.
+
+use crate::clock::Clock;
+use crate::error::{ErrorClass, ErrorContext, TransferError};
+use crate::events::{Event, EventBus, EventKind};
+use crate::files::TempFile;
+use crate::job::{
+    ByteRange, EngineEvent, Job, JobError, JobFile, JobRefusal, JobSettings, JobState, JobType, MIN_RETRY_DELAY,
+    Operation, Priority, ReplyRecord, check_local_path, check_ranges, engine_step, owner_operation,
+};
+use crate::plugin::{Credentials, Destination, DownloadProgress, DownloadRequest, JobContext, PluginRuntime, Source};
+use crate::scheduler::{Candidate, plan};
+use crate::store::JobStore;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The engine's policies (SPEC §2's named defaults).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub max_jobs_per_user: usize,
+    pub max_jobs_per_machine: usize,
+    pub max_files_per_job: usize,
+    pub max_ranges_per_file: usize,
+    /// A job idle this long is cancelled.
+    pub inactivity_timeout: Duration,
+    /// Background jobs transferring at once (foreground jobs always run).
+    pub max_concurrent_transfers: usize,
+    /// How long a background job keeps its slot when others of its priority wait.
+    pub time_slice: Duration,
+    /// Progress is checkpointed after this many bytes...
+    pub checkpoint_bytes: u64,
+    /// ...or this much time, whichever comes first.
+    pub checkpoint_interval: Duration,
+    /// Progress events of one job are at least this far apart.
+    pub notification_interval: Duration,
+    /// Settings new jobs start with.
+    pub job_defaults: JobSettings,
+    /// How many redirects a plugin may follow.
+    pub max_redirects: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_jobs_per_user: 60,
+            max_jobs_per_machine: 300,
+            max_files_per_job: 200,
+            max_ranges_per_file: 500,
+            inactivity_timeout: Duration::from_secs(90 * 24 * 3600),
+            max_concurrent_transfers: 4,
+            time_slice: Duration::from_secs(60),
+            checkpoint_bytes: 32 << 20,
+            checkpoint_interval: Duration::from_secs(1),
+            notification_interval: Duration::from_millis(500),
+            job_defaults: JobSettings::default(),
+            max_redirects: 10,
+        }
+    }
+}
+
+/// Who asks: the caller's uid, and whether it may act on every job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub admin: bool,
+}
+
+impl Caller {
+    pub fn user(uid: u32) -> Caller {
+        Caller { uid, admin: uid == 0 }
+    }
+}
+
+/// A setter of SPEC §2 / §4.
+#[derive(Debug, Clone)]
+pub enum Setting {
+    Name(String),
+    Description(String),
+    Priority(Priority),
+    RetryDelay(Duration),
+    NoProgressTimeout(Duration),
+    MaxDownloadTime(Duration),
+    Headers(Vec<(String, String)>),
+    Credentials(Option<Credentials>),
+    NotifyCommand(Option<String>),
+    ReplyProcessor(Option<String>),
+}
+
+/// What `complete` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Completion {
+    /// Some files were not fully transferred and were deleted.
+    pub partial: bool,
+    /// The files moved into place.
+    pub files: Vec<PathBuf>,
+    /// For upload-reply jobs: the reply.
+    pub reply: Option<ReplyRecord>,
+}
+
+struct Slot {
+    job: Job,
+    running: Option<Running>,
+    last_started: Option<Duration>,
+    last_progress_event: Option<Duration>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    generation: u64,
+    since: Duration,
+}
+
+struct Inner {
+    config: EngineConfig,
+    store: Box<dyn JobStore>,
+    runtime: Arc<PluginRuntime>,
+    clock: Arc<dyn Clock>,
+    events: EventBus,
+    jobs: Mutex<HashMap<String, Slot>>,
+    last_tick: Mutex<Duration>,
+    generation: std::sync::atomic::AtomicU64,
+    shutdown: CancellationToken,
+}
+
+/// The job engine. Cheap to clone; all clones are the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+type Refusal<T> = Result<T, JobRefusal>;
+
+impl Engine {
+    /// Opens the engine on `store`: loads every job, puts interrupted
+    /// transfers back in the queue, and brings timers up to date by the wall
+    /// time that passed while the engine was down (never backwards).
+    pub fn open(
+        config: EngineConfig,
+        store: Box<dyn JobStore>,
+        runtime: Arc<PluginRuntime>,
+        clock: Arc<dyn Clock>,
+    ) -> Refusal<Engine> {
+        let (jobs, unreadable) = store.load_all().map_err(|e| JobRefusal::Store(e.to_string()))?;
+        for e in unreadable {
+            tracing::error!("a stored job was skipped: {e}");
+        }
+        let now_wall = clock.wall();
+        let mut slots = HashMap::new();
+        for mut job in jobs {
+            let down = now_wall.duration_since(job.timers_at).unwrap_or_default();
+            job.timers.idle += down;
+            if let Some(w) = job.timers.without_progress.as_mut() {
+                *w += down;
+            }
+            if let Some(r) = job.timers.retry_in.as_mut() {
+                *r = r.saturating_sub(down);
+            }
+            job.timers_at = now_wall;
+            if matches!(job.state, JobState::Connecting | JobState::Transferring) {
+                job.state = JobState::Queued;
+            }
+            slots.insert(
+                job.id.clone(),
+                Slot {
+                    job,
+                    running: None,
+                    last_started: None,
+                    last_progress_event: None,
+                },
+            );
+        }
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                last_tick: Mutex::new(clock.monotonic()),
+                config,
+                store,
+                runtime,
+                clock,
+                events: EventBus::new(),
+                jobs: Mutex::new(slots),
+                generation: Default::default(),
+                shutdown: CancellationToken::new(),
+            }),
+        };
+        Ok(engine)
+    }
+
+    /// Runs the timers and the scheduler every `period` until `shutdown`.
+    pub fn spawn_ticker(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => engine.tick(),
+                    () = engine.inner.shutdown.cancelled() => break,
+                }
+            }
+        })
+    }
+
+    /// Stops every transfer, checkpoints, and saves every job's timers.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let tokens: Vec<_> = {
+            let jobs = self.inner.lock();
+            jobs.values().filter_map(|s| s.running.as_ref().map(|r| r.cancel.clone())).collect()
+        };
+        for token in tokens {
+            token.cancel();
+        }
+        // Let workers write their final checkpoints.
+        for _ in 0..200 {
+            if self.inner.lock().values().all(|s| s.running.is_none()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.tick_timers();
+        let jobs: Vec<Job> = self.inner.lock().values().map(|s| s.job.clone()).collect();
+        for job in jobs {
+            if let Err(e) = self.inner.store.save(&job) {
+                tracing::error!(job = %job.id, "saving at shutdown failed: {e}");
+            }
+        }
+    }
+
+    /// The event stream of every job.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Creates a job in `suspended`; returns its id.
+    pub fn create(&self, caller: Caller, job_type: JobType, name: &str, priority: Priority) -> Refusal<String> {
+        let inner = &self.inner;
+        let mut jobs = inner.lock();
+        if jobs.len() >= inner.config.max_jobs_per_machine {
+            return Err(JobRefusal::TooManyJobsPerMachine(inner.config.max_jobs_per_machine));
+        }
+        let own = jobs.values().filter(|s| s.job.owner == caller.uid).count();
+        if caller.uid != 0 && own >= inner.config.max_jobs_per_user {
+            return Err(JobRefusal::TooManyJobsPerUser(inner.config.max_jobs_per_user));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut job = Job::new(id.clone(), job_type, caller.uid, name.to_string(), priority, inner.clock.wall());
+        job.settings = inner.config.job_defaults.clone();
+        inner.save(&job)?;
+        jobs.insert(
+            id.clone(),
+            Slot {
+                job,
+                running: None,
+                last_started: None,
+                last_progress_event: None,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Adds a file. Downloads may name byte ranges; uploads hold one file.
+    pub fn add_file(&self, caller: Caller, id: &str, remote: &str, local: &Path, ranges: Vec<ByteRange>) -> Refusal<()> {
+        let config = &self.inner.config;
+        check_local_path(local)?;
+        let parsed = url::Url::parse(remote).map_err(|e| {
+            JobRefusal::Transfer(TransferError::fatal(
+                ErrorContext::RemoteFile,
+                "invalid-url",
+                format!("{remote:?} is not a URL: {e}"),
+            ))
+        })?;
+        self.inner.runtime.transport_for(parsed.as_str())?;
+        self.modify(caller, id, Operation::AddFile, |job| {
+            let upload = job.job_type != JobType::Download;
+            if upload && !job.files.is_empty() {
+                return Err(JobRefusal::TooManyFiles);
+            }
+            if job.files.len() >= config.max_files_per_job {
+                return Err(JobRefusal::FileLimit(config.max_files_per_job));
+            }
+            if upload && !ranges.is_empty() {
+                return Err(JobRefusal::RangesNotAllowed);
+            }
+            check_ranges(&ranges, config.max_ranges_per_file)?;
+            let bytes_total = if upload {
+                let meta = std::fs::symlink_metadata(local).map_err(|e| {
+                    JobRefusal::Transfer(TransferError::local_file("cannot-open-file", &e, &local.display().to_string()))
+                })?;
+                if !meta.is_file() {
+                    return Err(JobRefusal::Transfer(TransferError::fatal(
+                        ErrorContext::LocalFile,
+                        "invalid-local-path",
+                        format!("{} is not a regular file", local.display()),
+                    )));
+                }
+                Some(meta.len())
+            } else if ranges.is_empty() {
+                None
+            } else {
+                Some(ranges.iter().map(|r| r.length).sum())
+            };
+            job.files.push(JobFile {
+                remote: parsed.to_string(),
+                local: local.to_path_buf(),
+                ranges,
+                bytes_total,
+                bytes_transferred: 0,
+                complete: false,
+                finalized: false,
+                validator: None,
+            });
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    pub fn resume(&self, caller: Caller, id: &str) -> Refusal<()> {
+        self.modify(caller, id, Operation::Resume, |job| {
+            job.timers.retry_in = None;
+            Ok(())
+        })?;
+        self.schedule();
+        Ok(())
+    }
+
+    pub fn suspend(&self, caller: Caller, id: &str) -> Refusal<()> {
+        self.modify(caller, id, Operation::Suspend, |_| Ok(()))?;
+        self.schedule();
+        Ok(())
+    }
+
+    pub fn set(&self, caller: Caller, id: &str, setting: Setting) -> Refusal<()> {
+        let schedule = matches!(setting, Setting::Priority(_));
+        self.modify(caller, id, Operation::Set, |job| {
+            let s = &mut job.settings;
+            match setting {
+                Setting::Name(v) => job.name = v,
+                Setting::Description(v) => job.description = v,
+                Setting::Priority(v) => job.priority = v,
+                Setting::RetryDelay(v) => s.retry_delay = v.max(MIN_RETRY_DELAY),
+                Setting::NoProgressTimeout(v) => s.no_progress_timeout = v,
+                Setting::MaxDownloadTime(v) => s.max_download_time = v,
+                Setting::Headers(v) => s.headers = v,
+                Setting::Credentials(v) => s.credentials = v,
+                Setting::NotifyCommand(v) => s.notify_command = v,
+                Setting::ReplyProcessor(v) => {
+                    if job.job_type != JobType::UploadReply && v.is_some() {
+                        return Err(JobRefusal::InvalidArgument("only upload-reply jobs have a reply processor".into()));
+                    }
+                    s.reply_processor = v;
+                }
+            }
+            Ok(())
+        })?;
+        if schedule {
+            self.schedule();
+        }
+        Ok(())
+    }
+
+    /// Cancels the job: stops it, deletes its temporary files, and (for an
+    /// unfinished upload with a server session) cancels it on the server in
+    /// the background. The job leaves the queue.
+    pub fn cancel(&self, caller: Caller, id: &str) -> Refusal<()> {
+        let job = self.modify(caller, id, Operation::Cancel, |_| Ok(()))?;
+        self.forget(&job);
+        for file in &job.files {
+            if job.job_type == JobType::Download
+                && let Ok(temp) = TempFile::reopen(&file.local, &temp_tag(&job.id))
+                && let Err(e) = temp.remove()
+            {
+                tracing::warn!(job = %job.id, "cannot delete {}: {e}", temp.path().display());
+            }
+        }
+        if job.job_type != JobType::Download
+            && job.reply.is_none()
+            && let (Some(session), Some(file)) = (job.upload_session.clone(), job.files.first())
+        {
+            self.cancel_upload_in_background(job.id.clone(), file.remote.clone(), session);
+        }
+        self.schedule();
+        Ok(())
+    }
+
+    /// Completes the job (SPEC §2): downloads move every fully transferred
+    /// file into place and delete partial ones; uploads hand over the reply.
+    /// If a move fails the job stays, in `error`, and can be completed again.
+    pub fn complete(&self, caller: Caller, id: &str) -> Refusal<Completion> {
+        let job = {
+            let mut jobs = self.inner.lock();
+            let slot = self.inner.owned_slot(&mut jobs, caller, id)?;
+            owner_operation(slot.job.job_type, slot.job.state, Operation::Complete, !slot.job.files.is_empty())?;
+            if let Some(running) = slot.running.take() {
+                running.cancel.cancel();
+            }
+            slot.job.clone()
+        };
+        let mut completion = Completion {
+            partial: false,
+            files: Vec::new(),
+            reply: job.reply.clone(),
+        };
+        if job.job_type == JobType::Download {
+            let tag = temp_tag(&job.id);
+            for (index, file) in job.files.iter().enumerate() {
+                if file.finalized {
+                    completion.files.push(file.local.clone());
+                    continue;
+                }
+                let temp = TempFile::reopen(&file.local, &tag);
+                if !file.complete {
+                    completion.partial = true;
+                    if let Ok(temp) = temp {
+                        let _ = temp.remove();
+                    }
+                    continue;
+                }
+                let moved = temp.and_then(|temp| temp.finish());
+                match moved {
+                    Ok(path) => {
+                        completion.files.push(path);
+                        self.with_job(id, |job| job.files[index].finalized = true);
+                    }
+                    Err(error) => {
+                        let failed = self.with_job(id, |job| {
+                            job.state = JobState::Error;
+                            job.error = Some(JobError {
+                                error: error.clone(),
+                                file: Some(index),
+                            });
+                            job.error_count += 1;
+                        });
+                        if let Some(job) = failed {
+                            self.inner.save(&job)?;
+                            self.inner.publish(&job, EventKind::Error);
+                        }
+                        return Err(JobRefusal::Transfer(error));
+                    }
+                }
+            }
+        }
+        let job = self
+            .with_job(id, |job| job.state = JobState::Acknowledged)
+            .ok_or_else(|| JobRefusal::NotFound(id.to_string()))?;
+        self.forget(&job);
+        self.schedule();
+        Ok(completion)
+    }
+
+    /// Makes `caller` the owner of job `id` (administrators only).
+    pub fn take_ownership(&self, caller: Caller, id: &str) -> Refusal<()> {
+        if !caller.admin {
+            return Err(JobRefusal::AccessDenied(id.to_string()));
+        }
+        self.modify(caller, id, Operation::Set, |job| {
+            job.owner = caller.uid;
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// One job, if the caller may see it.
+    pub fn get(&self, caller: Caller, id: &str) -> Refusal<Job> {
+        let mut jobs = self.inner.lock();
+        Ok(self.inner.owned_slot(&mut jobs, caller, id)?.job.clone())
+    }
+
+    /// The caller's jobs, or every job for an administrator asking for all,
+    /// oldest first.
+    pub fn list(&self, caller: Caller, all_users: bool) -> Refusal<Vec<Job>> {
+        if all_users && !caller.admin {
+            return Err(JobRefusal::AccessDenied("all users' jobs".into()));
+        }
+        let jobs = self.inner.lock();
+        let mut list: Vec<Job> = jobs
+            .values()
+            .filter(|s| all_users || s.job.owner == caller.uid)
+            .map(|s| s.job.clone())
+            .collect();
+        list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(list)
+    }
+
+    /// Advances every timer by the monotonic time since the last tick, then
+    /// schedules. The ticker calls it; tests call it after moving a clock.
+    pub fn tick(&self) {
+        self.tick_timers();
+        self.schedule();
+    }
+
+    fn tick_timers(&self) {
+        let inner = &self.inner;
+        let now = inner.clock.monotonic();
+        let delta = {
+            let mut last = inner.last_tick.lock().unwrap_or_else(|e| e.into_inner());
+            let delta = now.saturating_sub(*last);
+            *last = now;
+            delta
+        };
+        let wall = inner.clock.wall();
+        let mut changed = Vec::new();
+        {
+            let mut jobs = inner.lock();
+            for slot in jobs.values_mut() {
+                let job = &mut slot.job;
+                job.timers.idle += delta;
+                job.timers_at = wall;
+                let mut event = None;
+                if slot.running.is_some() {
+                    job.timers.active += delta;
+                    if job.timers.active >= job.settings.max_download_time {
+                        event = Some((
+                            EngineEvent::FatalFailure,
+                            TransferError::fatal(ErrorContext::Policy, "max-download-time", "the job reached its maximum download time"),
+                        ));
+                    }
+                }
+                if job.state == JobState::TransientError {
+                    let without = job.timers.without_progress.get_or_insert(Duration::ZERO);
+                    *without += delta;
+                    let retry = job.timers.retry_in.get_or_insert(Duration::ZERO);
+                    *retry = retry.saturating_sub(delta);
+                    if *without >= job.settings.no_progress_timeout {
+                        event = Some((
+                            EngineEvent::FatalFailure,
+                            TransferError::fatal(ErrorContext::Policy, "no-progress-timeout", "no progress within the no-progress timeout"),
+                        ));
+                    } else if *retry == Duration::ZERO {
+                        job.state = JobState::Queued;
+                        job.timers.retry_in = None;
+                        changed.push((job.clone(), EventKind::State));
+                    }
+                }
+                if job.timers.idle >= inner.config.inactivity_timeout && !job.state.is_final() {
+                    job.state = engine_step(job.state, EngineEvent::Abandoned).unwrap_or(JobState::Cancelled);
+                    if let Some(r) = slot.running.take() {
+                        r.cancel.cancel();
+                    }
+                    changed.push((job.clone(), EventKind::State));
+                    continue;
+                }
+                if let Some((step, error)) = event
+                    && let Some(next) = engine_step(job.state, step)
+                {
+                    job.state = next;
+                    job.error = Some(JobError { error, file: None });
+                    job.error_count += 1;
+                    if let Some(r) = slot.running.take() {
+                        r.cancel.cancel();
+                    }
+                    changed.push((job.clone(), EventKind::Error));
+                }
+            }
+        }
+        for (job, kind) in changed {
+            if job.state == JobState::Cancelled {
+                self.forget(&job);
+                for file in &job.files {
+                    if let Ok(temp) = TempFile::reopen(&file.local, &temp_tag(&job.id)) {
+                        let _ = temp.remove();
+                    }
+                }
+            } else if let Err(e) = inner.save(&job) {
+                tracing::error!(job = %job.id, "saving failed: {e}");
+            }
+            inner.publish(&job, kind);
+        }
+    }
+
+    /// Starts and preempts transfers as the scheduler decides.
+    fn schedule(&self) {
+        if self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        let now = self.inner.clock.monotonic();
+        let mut jobs = self.inner.lock();
+        let candidates: Vec<Candidate> = jobs
+            .values()
+            .filter(|s| s.job.state.is_active())
+            .map(|s| Candidate {
+                id: s.job.id.clone(),
+                priority: s.job.priority,
+                running_since: s.running.as_ref().map(|r| r.since),
+                last_started: s.last_started,
+            })
+            .collect();
+        let decision = plan(&candidates, self.inner.config.max_concurrent_transfers, self.inner.config.time_slice, now);
+        for id in decision.preempt {
+            if let Some(slot) = jobs.get_mut(&id)
+                && let Some(running) = slot.running.take()
+            {
+                running.cancel.cancel();
+                if let Some(next) = engine_step(slot.job.state, EngineEvent::Preempted) {
+                    slot.job.state = next;
+                }
+            }
+        }
+        for id in decision.start {
+            let Some(slot) = jobs.get_mut(&id) else { continue };
+            let Some(next) = engine_step(slot.job.state, EngineEvent::Started) else { continue };
+            slot.job.state = next;
+            let cancel = CancellationToken::new();
+            let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+            slot.running = Some(Running {
+                cancel: cancel.clone(),
+                generation,
+                since: now,
+            });
+            slot.last_started = Some(now);
+            let job = slot.job.clone();
+            let engine = self.clone();
+            self.inner.publish(&job, EventKind::State);
+            tokio::spawn(async move { engine.run_transfer(job, cancel, generation).await });
+        }
+    }
+
+    /// Carries one job's transfer out, then records how it ended.
+    async fn run_transfer(self, job: Job, cancel: CancellationToken, generation: u64) {
+        let context = JobContext {
+            job_id: job.id.clone(),
+            headers: job.settings.headers.clone(),
+            credentials: job.settings.credentials.clone(),
+            max_redirects: self.inner.config.max_redirects,
+            cancel: cancel.clone(),
+        };
+        let outcome = match job.job_type {
+            JobType::Download => self.download_files(&job, &context, generation).await,
+            JobType::Upload | JobType::UploadReply => self.upload_file(&job, &context, generation).await,
+        };
+        self.finish_transfer(&job.id, generation, outcome).await;
+    }
+
+    async fn download_files(&self, job: &Job, context: &JobContext, generation: u64) -> Result<(), JobError> {
+        let tag = temp_tag(&job.id);
+        for (index, file) in job.files.iter().enumerate() {
+            if file.complete {
+                continue;
+            }
+            let attach = |error: TransferError| JobError { error, file: Some(index) };
+            let temp = open_temp(file, &tag).map_err(attach)?;
+            // Segments: the whole file, or each range not yet done, packed.
+            let done = self.current_file(&job.id, index).map_or(0, |f| f.bytes_transferred);
+            for segment in segments(file, done) {
+                let validator = self.current_file(&job.id, index).and_then(|f| f.validator);
+                let request = DownloadRequest {
+                    url: file.remote.clone(),
+                    offset: segment.offset,
+                    end: segment.end,
+                    validator,
+                };
+                let destination = Destination::new(temp.file(), segment.offset, segment.position, segment.end.is_none())
+                    .stop_on(context.cancel.clone());
+                let progress = destination.progress();
+                let call = self.inner.runtime.download(request, context, destination);
+                self.with_checkpoints(job, index, &temp, &progress, generation, call)
+                    .await
+                    .map_err(attach)?;
+            }
+            let updated = self.with_job_if(&job.id, generation, |job| {
+                let f = &mut job.files[index];
+                f.complete = true;
+                f.bytes_total = Some(f.bytes_transferred);
+            });
+            if let Some(updated) = updated {
+                self.inner.save(&updated).map_err(|e| JobError {
+                    error: store_error(&e),
+                    file: Some(index),
+                })?;
+                self.inner.publish(&updated, EventKind::FileTransferred { file: index });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a download call, checkpointing its progress as it goes and once
+    /// more when it ends, whatever the outcome.
+    async fn with_checkpoints(
+        &self,
+        job: &Job,
+        index: usize,
+        temp: &TempFile,
+        progress: &Arc<DownloadProgress>,
+        generation: u64,
+        call: impl Future<Output = Result<(), TransferError>>,
+    ) -> Result<(), TransferError> {
+        tokio::pin!(call);
+        let config = &self.inner.config;
+        let mut recorded = progress.written_to.load(Ordering::Acquire);
+        let mut last = tokio::time::Instant::now();
+        let result = loop {
+            tokio::select! {
+                result = &mut call => break result,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    let written = progress.written_to.load(Ordering::Acquire);
+                    let due = written.saturating_sub(recorded) >= config.checkpoint_bytes
+                        || (written != recorded && last.elapsed() >= config.checkpoint_interval)
+                        || progress.restarted.load(Ordering::Acquire);
+                    if due {
+                        self.checkpoint(&job.id, index, temp, progress, generation)?;
+                        recorded = written;
+                        last = tokio::time::Instant::now();
+                    }
+                }
+            }
+        };
+        self.checkpoint(&job.id, index, temp, progress, generation)?;
+        result
+    }
+
+    /// Syncs the temporary file, then records the bytes that were written
+    /// before the sync: the recorded offset never points past durable bytes.
+    fn checkpoint(
+        &self,
+        id: &str,
+        index: usize,
+        temp: &TempFile,
+        progress: &DownloadProgress,
+        generation: u64,
+    ) -> Result<(), TransferError> {
+        let written = progress.written_to.load(Ordering::Acquire);
+        let restarted = progress.restarted.swap(false, Ordering::AcqRel);
+        let remote = progress.remote.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        temp.sync()?;
+        let now = self.inner.clock.monotonic();
+        let mut moved = false;
+        let mut notify = false;
+        let updated = self.with_slot_if(id, generation, |slot| {
+            let job = &mut slot.job;
+            let file = &mut job.files[index];
+            moved = written != file.bytes_transferred || restarted;
+            file.bytes_transferred = written;
+            if let Some(remote) = &remote {
+                if file.validator.is_none() || restarted {
+                    file.validator = remote.validator.clone();
+                }
+                if file.ranges.is_empty() {
+                    file.bytes_total = remote.size;
+                }
+            }
+            if moved {
+                job.timers.idle = Duration::ZERO;
+                job.timers.without_progress = None;
+                if let Some(next) = engine_step(job.state, EngineEvent::BytesMoving) {
+                    job.state = next;
+                }
+                let interval = self.inner.config.notification_interval;
+                notify = slot.last_progress_event.is_none_or(|t| now.saturating_sub(t) >= interval);
+                if notify {
+                    slot.last_progress_event = Some(now);
+                }
+            }
+        });
+        if let Some(job) = updated
+            && moved
+        {
+            self.inner.save(&job).map_err(|e| store_error(&e))?;
+            if notify {
+                self.inner.publish(&job, EventKind::Progress);
+            }
+        }
+        Ok(())
+    }
+
+    async fn upload_file(&self, job: &Job, context: &JobContext, generation: u64) -> Result<(), JobError> {
+        let file = job.files.first().ok_or_else(|| JobError {
+            error: TransferError::fatal(ErrorContext::Policy, "empty", "the job has no file"),
+            file: None,
+        })?;
+        let attach = |error: TransferError| JobError { error, file: Some(0) };
+        let size = file.bytes_total.unwrap_or(0);
+        let handle = open_source(&file.local).map_err(attach)?;
+        let source = Source::new(Arc::new(handle), size);
+        let progress = source.progress();
+        let request = crate::plugin::UploadRequest {
+            url: file.remote.clone(),
+            size,
+            session: self.current_session(&job.id),
+            want_reply: job.job_type == JobType::UploadReply,
+        };
+        let call = self.inner.runtime.upload(request, context, source);
+        tokio::pin!(call);
+        let record = |engine: &Engine| {
+            let acknowledged = progress.acknowledged.load(Ordering::Acquire);
+            let session = progress.session.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let updated = engine.with_job_if(&job.id, generation, |job| {
+                let changed = job.files[0].bytes_transferred != acknowledged || (session.is_some() && job.upload_session != session);
+                job.files[0].bytes_transferred = acknowledged;
+                if session.is_some() {
+                    job.upload_session = session.clone();
+                }
+                if changed {
+                    job.timers.idle = Duration::ZERO;
+                    job.timers.without_progress = None;
+                    if let Some(next) = engine_step(job.state, EngineEvent::BytesMoving) {
+                        job.state = next;
+                    }
+                }
+            });
+            if let Some(job) = updated {
+                let _ = engine.inner.save(&job);
+            }
+        };
+        let result = loop {
+            tokio::select! {
+                result = &mut call => break result,
+                () = tokio::time::sleep(self.inner.config.checkpoint_interval) => record(self),
+            }
+        };
+        record(self);
+        let reply = result.map_err(attach)?;
+        let reply = match reply {
+            Some(reply) => {
+                let data = match &job.settings.reply_processor {
+                    Some(processor) => {
+                        let scratch = tempfile::tempfile()
+                            .map_err(|e| attach(TransferError::local_file("write-failed", &e, "reply file")))?;
+                        let destination = Destination::new(Arc::new(scratch), 0, 0, true);
+                        Some(self.inner.runtime.process_reply(processor, reply.clone(), context, destination).await.map_err(attach)?)
+                    }
+                    None => None,
+                };
+                Some(ReplyRecord { reply, data })
+            }
+            None => None,
+        };
+        let updated = self.with_job_if(&job.id, generation, |job| {
+            job.reply = reply;
+            job.files[0].bytes_transferred = job.files[0].bytes_total.unwrap_or(0);
+            job.files[0].complete = true;
+        });
+        if let Some(job) = updated {
+            self.inner.save(&job).map_err(|e| attach(store_error(&e)))?;
+        }
+        Ok(())
+    }
+
+    /// Records how a transfer ended, unless the job moved on meanwhile
+    /// (suspended, cancelled, completed or preempted).
+    async fn finish_transfer(&self, id: &str, generation: u64, outcome: Result<(), JobError>) {
+        let wall = self.inner.clock.wall();
+        let mut kind = EventKind::State;
+        let updated = self.with_slot_if(id, generation, |slot| {
+            slot.running = None;
+            let job = &mut slot.job;
+            match &outcome {
+                Ok(()) => {
+                    if let Some(next) = engine_step(job.state, EngineEvent::AllTransferred) {
+                        job.state = next;
+                        job.transfer_completed = Some(wall);
+                        job.error = None;
+                    }
+                }
+                Err(error) => {
+                    let fatal = error.error.class == ErrorClass::Fatal || job.settings.no_progress_timeout.is_zero();
+                    let step = if fatal { EngineEvent::FatalFailure } else { EngineEvent::TransientFailure };
+                    if let Some(next) = engine_step(job.state, step) {
+                        job.state = next;
+                        job.error = Some(error.clone());
+                        job.error_count += 1;
+                        kind = EventKind::Error;
+                        if next == JobState::TransientError {
+                            job.timers.retry_in = Some(job.settings.retry_delay.max(MIN_RETRY_DELAY));
+                            job.timers.without_progress.get_or_insert(Duration::ZERO);
+                        }
+                    }
+                }
+            }
+        });
+        let Some(job) = updated else {
+            // The job moved on: just release its slot.
+            self.with_job(id, |_| ());
+            self.schedule();
+            return;
+        };
+        if let Err(e) = self.inner.save(&job) {
+            tracing::error!(job = %job.id, "saving failed: {e}");
+        }
+        self.inner.publish(&job, kind);
+        if matches!(job.state, JobState::Transferred | JobState::Error) {
+            self.run_notify_command(&job);
+        }
+        self.schedule();
+    }
+
+    /// Starts the job's notify command, if any (the daemon runs it as the
+    /// job's owner; see the API layer).
+    fn run_notify_command(&self, job: &Job) {
+        let Some(command) = job.settings.notify_command.clone() else { return };
+        let (id, state) = (job.id.clone(), job.state);
+        tokio::spawn(async move {
+            let status = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&command)
+                .env("FERRY_JOB_ID", &id)
+                .env("FERRY_JOB_STATE", serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+                .status()
+                .await;
+            if !status.as_ref().is_ok_and(|s| s.success()) {
+                tracing::warn!(job = %id, "notify command failed: {status:?}");
+            }
+        });
+    }
+
+    fn cancel_upload_in_background(&self, id: String, url: String, session: String) {
+        let runtime = self.inner.runtime.clone();
+        let shutdown = self.inner.shutdown.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
+            let mut pause = Duration::from_secs(5);
+            let context = JobContext::new(&id);
+            while tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() {
+                match runtime.cancel_upload(&url, &session, &context).await {
+                    Ok(()) => return,
+                    Err(e) if e.is_transient() => {
+                        tracing::info!(job = %id, "cancelling the upload on the server failed, retrying: {e}");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(600));
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %id, "the server refused to cancel the upload: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Applies an owner operation: checks ownership and the state machine,
+    /// runs `change`, saves durably, publishes. Returns the job as saved.
+    fn modify(&self, caller: Caller, id: &str, operation: Operation, change: impl FnOnce(&mut Job) -> Refusal<()>) -> Refusal<Job> {
+        let inner = &self.inner;
+        let mut jobs = inner.lock();
+        let slot = inner.owned_slot(&mut jobs, caller, id)?;
+        let before = slot.job.clone();
+        let next = owner_operation(before.job_type, before.state, operation, !before.files.is_empty())?;
+        let mut job = before.clone();
+        change(&mut job)?;
+        job.state = next;
+        job.modified = inner.clock.wall();
+        job.timers.idle = Duration::ZERO;
+        if next != before.state && !next.is_active() {
+            job.timers.retry_in = None;
+            if let Some(running) = slot.running.take() {
+                running.cancel.cancel();
+            }
+        }
+        if next == JobState::Queued && before.state != JobState::Queued {
+            job.error = None;
+        }
+        if !next.is_final() {
+            inner.save(&job)?;
+        }
+        slot.job = job.clone();
+        drop(jobs);
+        let kind = if next != before.state { EventKind::State } else { EventKind::Modified };
+        inner.publish(&job, kind);
+        Ok(job)
+    }
+
+    /// Removes a job that reached a final state from memory and the store.
+    fn forget(&self, job: &Job) {
+        if let Some(slot) = self.inner.lock().remove(&job.id)
+            && let Some(running) = slot.running
+        {
+            running.cancel.cancel();
+        }
+        if let Err(e) = self.inner.store.remove(&job.id) {
+            tracing::error!(job = %job.id, "removing from the store failed: {e}");
+        }
+        self.inner.publish(job, EventKind::State);
+    }
+
+    fn with_job(&self, id: &str, change: impl FnOnce(&mut Job)) -> Option<Job> {
+        let mut jobs = self.inner.lock();
+        let slot = jobs.get_mut(id)?;
+        change(&mut slot.job);
+        Some(slot.job.clone())
+    }
+
+    /// Changes the job only if transfer `generation` still runs it.
+    fn with_job_if(&self, id: &str, generation: u64, change: impl FnOnce(&mut Job)) -> Option<Job> {
+        self.with_slot_if(id, generation, |slot| change(&mut slot.job))
+    }
+
+    fn with_slot_if(&self, id: &str, generation: u64, change: impl FnOnce(&mut Slot)) -> Option<Job> {
+        let mut jobs = self.inner.lock();
+        let slot = jobs.get_mut(id)?;
+        if slot.running.as_ref().is_none_or(|r| r.generation != generation) {
+            return None;
+        }
+        change(slot);
+        Some(slot.job.clone())
+    }
+
+    fn current_file(&self, id: &str, index: usize) -> Option<JobFile> {
+        self.inner.lock().get(id).and_then(|s| s.job.files.get(index).cloned())
+    }
+
+    fn current_session(&self, id: &str) -> Option<String> {
+        self.inner.lock().get(id).and_then(|s| s.job.upload_session.clone())
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save(&self, job: &Job) -> Refusal<()> {
+        self.store.save(job).map_err(|e| JobRefusal::Store(e.to_string()))
+    }
+
+    fn publish(&self, job: &Job, kind: EventKind) {
+        self.events.publish(Event {
+            job: job.id.clone(),
+            owner: job.owner,
+            state: job.state,
+            progress: job.progress(),
+            error: job.error.clone(),
+            kind,
+        });
+    }
+
+    /// The slot of job `id`, if `caller` owns it or is an administrator.
+    fn owned_slot<'a>(&self, jobs: &'a mut HashMap<String, Slot>, caller: Caller, id: &str) -> Refusal<&'a mut Slot> {
+        let slot = jobs.get_mut(id).ok_or_else(|| JobRefusal::NotFound(id.to_string()))?;
+        if slot.job.owner != caller.uid && !caller.admin {
+            return Err(JobRefusal::AccessDenied(id.to_string()));
+        }
+        Ok(slot)
+    }
+}
+
+/// The tag that names a job's temporary files.
+fn temp_tag(id: &str) -> String {
+    id.chars().filter(|c| c.is_ascii_hexdigit()).take(12).collect()
+}
+
+/// Opens a file's temporary file: creates it for a fresh transfer, reopens
+/// and cuts it to the recorded progress after an interruption.
+fn open_temp(file: &JobFile, tag: &str) -> Result<TempFile, TransferError> {
+    if file.bytes_transferred == 0 {
+        match TempFile::create(&file.local, tag) {
+            Ok(temp) => return Ok(temp),
+            Err(e) if e.code == "cannot-create-file" => {
+                let temp = TempFile::reopen(&file.local, tag).map_err(|_| e)?;
+                temp.truncate(0)?;
+                return Ok(temp);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let temp = TempFile::reopen(&file.local, tag)?;
+    temp.truncate(file.bytes_transferred)?;
+    Ok(temp)
+}
+
+/// Opens an upload source without following a symlink.
+fn open_source(path: &Path) -> Result<std::fs::File, TransferError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| TransferError::local_file("cannot-open-file", &e, &path.display().to_string()))
+}
+
+/// One download call's part of a file.
+struct Segment {
+    offset: u64,
+    end: Option<u64>,
+    position: u64,
+}
+
+/// What is left of a file to download, given `done` bytes already in the
+/// temporary file: the rest of the whole file, or the ranges not yet done.
+fn segments(file: &JobFile, done: u64) -> Vec<Segment> {
+    if file.ranges.is_empty() {
+        return vec![Segment {
+            offset: done,
+            end: None,
+            position: done,
+        }];
+    }
+    let mut position = 0;
+    let mut out = Vec::new();
+    for range in &file.ranges {
+        let range_done = done.saturating_sub(position).min(range.length);
+        if range_done < range.length {
+            out.push(Segment {
+                offset: range.offset + range_done,
+                end: Some(range.offset + range.length),
+                position: position + range_done,
+            });
+        }
+        position += range.length;
+    }
+    out
+}
+
+fn store_error(e: &JobRefusal) -> TransferError {
+    TransferError::transient(ErrorContext::LocalFile, "store-failed", e.to_string())
+}
