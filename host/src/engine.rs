@@ -12,10 +12,13 @@ use crate::error::{ErrorClass, ErrorContext, TransferError};
 use crate::events::{Event, EventBus, EventKind};
 use crate::files::TempFile;
 use crate::job::{
-    ByteRange, EngineEvent, Job, JobError, JobFile, JobRefusal, JobSettings, JobState, JobType, MIN_RETRY_DELAY,
-    Operation, Priority, ReplyRecord, check_local_path, check_ranges, engine_step, owner_operation,
+    ByteRange, EngineEvent, Job, JobError, JobFile, JobRefusal, JobSettings, JobState, JobType,
+    MIN_RETRY_DELAY, Operation, Priority, ReplyRecord, check_local_path, check_ranges, engine_step,
+    owner_operation,
 };
-use crate::plugin::{Credentials, Destination, DownloadProgress, DownloadRequest, JobContext, PluginRuntime, Source};
+use crate::plugin::{
+    Credentials, Destination, DownloadProgress, DownloadRequest, JobContext, PluginRuntime, Source,
+};
 use crate::scheduler::{Candidate, plan};
 use crate::store::JobStore;
 use std::collections::HashMap;
@@ -78,7 +81,10 @@ pub struct Caller {
 
 impl Caller {
     pub fn user(uid: u32) -> Caller {
-        Caller { uid, admin: uid == 0 }
+        Caller {
+            uid,
+            admin: uid == 0,
+        }
     }
 }
 
@@ -151,7 +157,9 @@ impl Engine {
         runtime: Arc<PluginRuntime>,
         clock: Arc<dyn Clock>,
     ) -> Refusal<Engine> {
-        let (jobs, unreadable) = store.load_all().map_err(|e| JobRefusal::Store(e.to_string()))?;
+        let (jobs, unreadable) = store
+            .load_all()
+            .map_err(|e| JobRefusal::Store(e.to_string()))?;
         for e in unreadable {
             tracing::error!("a stored job was skipped: {e}");
         }
@@ -215,7 +223,9 @@ impl Engine {
         self.inner.shutdown.cancel();
         let tokens: Vec<_> = {
             let jobs = self.inner.lock();
-            jobs.values().filter_map(|s| s.running.as_ref().map(|r| r.cancel.clone())).collect()
+            jobs.values()
+                .filter_map(|s| s.running.as_ref().map(|r| r.cancel.clone()))
+                .collect()
         };
         for token in tokens {
             token.cancel();
@@ -242,18 +252,35 @@ impl Engine {
     }
 
     /// Creates a job in `suspended`; returns its id.
-    pub fn create(&self, caller: Caller, job_type: JobType, name: &str, priority: Priority) -> Refusal<String> {
+    pub fn create(
+        &self,
+        caller: Caller,
+        job_type: JobType,
+        name: &str,
+        priority: Priority,
+    ) -> Refusal<String> {
         let inner = &self.inner;
         let mut jobs = inner.lock();
         if jobs.len() >= inner.config.max_jobs_per_machine {
-            return Err(JobRefusal::TooManyJobsPerMachine(inner.config.max_jobs_per_machine));
+            return Err(JobRefusal::TooManyJobsPerMachine(
+                inner.config.max_jobs_per_machine,
+            ));
         }
         let own = jobs.values().filter(|s| s.job.owner == caller.uid).count();
         if caller.uid != 0 && own >= inner.config.max_jobs_per_user {
-            return Err(JobRefusal::TooManyJobsPerUser(inner.config.max_jobs_per_user));
+            return Err(JobRefusal::TooManyJobsPerUser(
+                inner.config.max_jobs_per_user,
+            ));
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let mut job = Job::new(id.clone(), job_type, caller.uid, name.to_string(), priority, inner.clock.wall());
+        let mut job = Job::new(
+            id.clone(),
+            job_type,
+            caller.uid,
+            name.to_string(),
+            priority,
+            inner.clock.wall(),
+        );
         job.settings = inner.config.job_defaults.clone();
         inner.save(&job)?;
         jobs.insert(
@@ -269,7 +296,14 @@ impl Engine {
     }
 
     /// Adds a file. Downloads may name byte ranges; uploads hold one file.
-    pub fn add_file(&self, caller: Caller, id: &str, remote: &str, local: &Path, ranges: Vec<ByteRange>) -> Refusal<()> {
+    pub fn add_file(
+        &self,
+        caller: Caller,
+        id: &str,
+        remote: &str,
+        local: &Path,
+        ranges: Vec<ByteRange>,
+    ) -> Refusal<()> {
         let config = &self.inner.config;
         check_local_path(local)?;
         let parsed = url::Url::parse(remote).map_err(|e| {
@@ -294,7 +328,11 @@ impl Engine {
             check_ranges(&ranges, config.max_ranges_per_file)?;
             let bytes_total = if upload {
                 let meta = std::fs::symlink_metadata(local).map_err(|e| {
-                    JobRefusal::Transfer(TransferError::local_file("cannot-open-file", &e, &local.display().to_string()))
+                    JobRefusal::Transfer(TransferError::local_file(
+                        "cannot-open-file",
+                        &e,
+                        &local.display().to_string(),
+                    ))
                 })?;
                 if !meta.is_file() {
                     return Err(JobRefusal::Transfer(TransferError::fatal(
@@ -355,7 +393,9 @@ impl Engine {
                 Setting::NotifyCommand(v) => s.notify_command = v,
                 Setting::ReplyProcessor(v) => {
                     if job.job_type != JobType::UploadReply && v.is_some() {
-                        return Err(JobRefusal::InvalidArgument("only upload-reply jobs have a reply processor".into()));
+                        return Err(JobRefusal::InvalidArgument(
+                            "only upload-reply jobs have a reply processor".into(),
+                        ));
                     }
                     s.reply_processor = v;
                 }
@@ -399,7 +439,12 @@ impl Engine {
         let job = {
             let mut jobs = self.inner.lock();
             let slot = self.inner.owned_slot(&mut jobs, caller, id)?;
-            owner_operation(slot.job.job_type, slot.job.state, Operation::Complete, !slot.job.files.is_empty())?;
+            owner_operation(
+                slot.job.job_type,
+                slot.job.state,
+                Operation::Complete,
+                !slot.job.files.is_empty(),
+            )?;
             if let Some(running) = slot.running.take() {
                 running.cancel.cancel();
             }
@@ -521,7 +566,11 @@ impl Engine {
                     if job.timers.active >= job.settings.max_download_time {
                         event = Some((
                             EngineEvent::FatalFailure,
-                            TransferError::fatal(ErrorContext::Policy, "max-download-time", "the job reached its maximum download time"),
+                            TransferError::fatal(
+                                ErrorContext::Policy,
+                                "max-download-time",
+                                "the job reached its maximum download time",
+                            ),
                         ));
                     }
                 }
@@ -533,7 +582,11 @@ impl Engine {
                     if *without >= job.settings.no_progress_timeout {
                         event = Some((
                             EngineEvent::FatalFailure,
-                            TransferError::fatal(ErrorContext::Policy, "no-progress-timeout", "no progress within the no-progress timeout"),
+                            TransferError::fatal(
+                                ErrorContext::Policy,
+                                "no-progress-timeout",
+                                "no progress within the no-progress timeout",
+                            ),
                         ));
                     } else if *retry == Duration::ZERO {
                         job.state = JobState::Queued;
@@ -542,7 +595,8 @@ impl Engine {
                     }
                 }
                 if job.timers.idle >= inner.config.inactivity_timeout && !job.state.is_final() {
-                    job.state = engine_step(job.state, EngineEvent::Abandoned).unwrap_or(JobState::Cancelled);
+                    job.state = engine_step(job.state, EngineEvent::Abandoned)
+                        .unwrap_or(JobState::Cancelled);
                     if let Some(r) = slot.running.take() {
                         r.cancel.cancel();
                     }
@@ -594,7 +648,12 @@ impl Engine {
                 last_started: s.last_started,
             })
             .collect();
-        let decision = plan(&candidates, self.inner.config.max_concurrent_transfers, self.inner.config.time_slice, now);
+        let decision = plan(
+            &candidates,
+            self.inner.config.max_concurrent_transfers,
+            self.inner.config.time_slice,
+            now,
+        );
         for id in decision.preempt {
             if let Some(slot) = jobs.get_mut(&id)
                 && let Some(running) = slot.running.take()
@@ -606,8 +665,12 @@ impl Engine {
             }
         }
         for id in decision.start {
-            let Some(slot) = jobs.get_mut(&id) else { continue };
-            let Some(next) = engine_step(slot.job.state, EngineEvent::Started) else { continue };
+            let Some(slot) = jobs.get_mut(&id) else {
+                continue;
+            };
+            let Some(next) = engine_step(slot.job.state, EngineEvent::Started) else {
+                continue;
+            };
             slot.job.state = next;
             let cancel = CancellationToken::new();
             let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
@@ -635,21 +698,33 @@ impl Engine {
         };
         let outcome = match job.job_type {
             JobType::Download => self.download_files(&job, &context, generation).await,
-            JobType::Upload | JobType::UploadReply => self.upload_file(&job, &context, generation).await,
+            JobType::Upload | JobType::UploadReply => {
+                self.upload_file(&job, &context, generation).await
+            }
         };
         self.finish_transfer(&job.id, generation, outcome).await;
     }
 
-    async fn download_files(&self, job: &Job, context: &JobContext, generation: u64) -> Result<(), JobError> {
+    async fn download_files(
+        &self,
+        job: &Job,
+        context: &JobContext,
+        generation: u64,
+    ) -> Result<(), JobError> {
         let tag = temp_tag(&job.id);
         for (index, file) in job.files.iter().enumerate() {
             if file.complete {
                 continue;
             }
-            let attach = |error: TransferError| JobError { error, file: Some(index) };
+            let attach = |error: TransferError| JobError {
+                error,
+                file: Some(index),
+            };
             let temp = open_temp(file, &tag).map_err(attach)?;
             // Segments: the whole file, or each range not yet done, packed.
-            let done = self.current_file(&job.id, index).map_or(0, |f| f.bytes_transferred);
+            let done = self
+                .current_file(&job.id, index)
+                .map_or(0, |f| f.bytes_transferred);
             for segment in segments(file, done) {
                 let validator = self.current_file(&job.id, index).and_then(|f| f.validator);
                 let request = DownloadRequest {
@@ -658,8 +733,13 @@ impl Engine {
                     end: segment.end,
                     validator,
                 };
-                let destination = Destination::new(temp.file(), segment.offset, segment.position, segment.end.is_none())
-                    .stop_on(context.cancel.clone());
+                let destination = Destination::new(
+                    temp.file(),
+                    segment.offset,
+                    segment.position,
+                    segment.end.is_none(),
+                )
+                .stop_on(context.cancel.clone());
                 let progress = destination.progress();
                 let call = self.inner.runtime.download(request, context, destination);
                 self.with_checkpoints(job, index, &temp, &progress, generation, call)
@@ -676,7 +756,8 @@ impl Engine {
                     error: store_error(&e),
                     file: Some(index),
                 })?;
-                self.inner.publish(&updated, EventKind::FileTransferred { file: index });
+                self.inner
+                    .publish(&updated, EventKind::FileTransferred { file: index });
             }
         }
         Ok(())
@@ -729,7 +810,11 @@ impl Engine {
     ) -> Result<(), TransferError> {
         let written = progress.written_to.load(Ordering::Acquire);
         let restarted = progress.restarted.swap(false, Ordering::AcqRel);
-        let remote = progress.remote.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let remote = progress
+            .remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         temp.sync()?;
         let now = self.inner.clock.monotonic();
         let mut moved = false;
@@ -754,7 +839,9 @@ impl Engine {
                     job.state = next;
                 }
                 let interval = self.inner.config.notification_interval;
-                notify = slot.last_progress_event.is_none_or(|t| now.saturating_sub(t) >= interval);
+                notify = slot
+                    .last_progress_event
+                    .is_none_or(|t| now.saturating_sub(t) >= interval);
                 if notify {
                     slot.last_progress_event = Some(now);
                 }
@@ -771,12 +858,20 @@ impl Engine {
         Ok(())
     }
 
-    async fn upload_file(&self, job: &Job, context: &JobContext, generation: u64) -> Result<(), JobError> {
+    async fn upload_file(
+        &self,
+        job: &Job,
+        context: &JobContext,
+        generation: u64,
+    ) -> Result<(), JobError> {
         let file = job.files.first().ok_or_else(|| JobError {
             error: TransferError::fatal(ErrorContext::Policy, "empty", "the job has no file"),
             file: None,
         })?;
-        let attach = |error: TransferError| JobError { error, file: Some(0) };
+        let attach = |error: TransferError| JobError {
+            error,
+            file: Some(0),
+        };
         let size = file.bytes_total.unwrap_or(0);
         let handle = open_source(&file.local).map_err(attach)?;
         let source = Source::new(Arc::new(handle), size);
@@ -791,9 +886,14 @@ impl Engine {
         tokio::pin!(call);
         let record = |engine: &Engine| {
             let acknowledged = progress.acknowledged.load(Ordering::Acquire);
-            let session = progress.session.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let session = progress
+                .session
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             let updated = engine.with_job_if(&job.id, generation, |job| {
-                let changed = job.files[0].bytes_transferred != acknowledged || (session.is_some() && job.upload_session != session);
+                let changed = job.files[0].bytes_transferred != acknowledged
+                    || (session.is_some() && job.upload_session != session);
                 job.files[0].bytes_transferred = acknowledged;
                 if session.is_some() {
                     job.upload_session = session.clone();
@@ -822,10 +922,17 @@ impl Engine {
             Some(reply) => {
                 let data = match &job.settings.reply_processor {
                     Some(processor) => {
-                        let scratch = tempfile::tempfile()
-                            .map_err(|e| attach(TransferError::local_file("write-failed", &e, "reply file")))?;
+                        let scratch = tempfile::tempfile().map_err(|e| {
+                            attach(TransferError::local_file("write-failed", &e, "reply file"))
+                        })?;
                         let destination = Destination::new(Arc::new(scratch), 0, 0, true);
-                        Some(self.inner.runtime.process_reply(processor, reply.clone(), context, destination).await.map_err(attach)?)
+                        Some(
+                            self.inner
+                                .runtime
+                                .process_reply(processor, reply.clone(), context, destination)
+                                .await
+                                .map_err(attach)?,
+                        )
                     }
                     None => None,
                 };
@@ -849,6 +956,12 @@ impl Engine {
     async fn finish_transfer(&self, id: &str, generation: u64, outcome: Result<(), JobError>) {
         let wall = self.inner.clock.wall();
         let mut kind = EventKind::State;
+        if self.inner.shutdown.is_cancelled() {
+            // Interrupted by shutdown: the job stays as it is and is queued
+            // again when the engine next opens.
+            self.with_slot_if(id, generation, |slot| slot.running = None);
+            return;
+        }
         let updated = self.with_slot_if(id, generation, |slot| {
             slot.running = None;
             let job = &mut slot.job;
@@ -861,15 +974,21 @@ impl Engine {
                     }
                 }
                 Err(error) => {
-                    let fatal = error.error.class == ErrorClass::Fatal || job.settings.no_progress_timeout.is_zero();
-                    let step = if fatal { EngineEvent::FatalFailure } else { EngineEvent::TransientFailure };
+                    let fatal = error.error.class == ErrorClass::Fatal
+                        || job.settings.no_progress_timeout.is_zero();
+                    let step = if fatal {
+                        EngineEvent::FatalFailure
+                    } else {
+                        EngineEvent::TransientFailure
+                    };
                     if let Some(next) = engine_step(job.state, step) {
                         job.state = next;
                         job.error = Some(error.clone());
                         job.error_count += 1;
                         kind = EventKind::Error;
                         if next == JobState::TransientError {
-                            job.timers.retry_in = Some(job.settings.retry_delay.max(MIN_RETRY_DELAY));
+                            job.timers.retry_in =
+                                Some(job.settings.retry_delay.max(MIN_RETRY_DELAY));
                             job.timers.without_progress.get_or_insert(Duration::ZERO);
                         }
                     }
@@ -895,14 +1014,22 @@ impl Engine {
     /// Starts the job's notify command, if any (the daemon runs it as the
     /// job's owner; see the API layer).
     fn run_notify_command(&self, job: &Job) {
-        let Some(command) = job.settings.notify_command.clone() else { return };
+        let Some(command) = job.settings.notify_command.clone() else {
+            return;
+        };
         let (id, state) = (job.id.clone(), job.state);
         tokio::spawn(async move {
             let status = tokio::process::Command::new("/bin/sh")
                 .arg("-c")
                 .arg(&command)
                 .env("FERRY_JOB_ID", &id)
-                .env("FERRY_JOB_STATE", serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+                .env(
+                    "FERRY_JOB_STATE",
+                    serde_json::to_value(state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                )
                 .status()
                 .await;
             if !status.as_ref().is_ok_and(|s| s.success()) {
@@ -937,12 +1064,23 @@ impl Engine {
 
     /// Applies an owner operation: checks ownership and the state machine,
     /// runs `change`, saves durably, publishes. Returns the job as saved.
-    fn modify(&self, caller: Caller, id: &str, operation: Operation, change: impl FnOnce(&mut Job) -> Refusal<()>) -> Refusal<Job> {
+    fn modify(
+        &self,
+        caller: Caller,
+        id: &str,
+        operation: Operation,
+        change: impl FnOnce(&mut Job) -> Refusal<()>,
+    ) -> Refusal<Job> {
         let inner = &self.inner;
         let mut jobs = inner.lock();
         let slot = inner.owned_slot(&mut jobs, caller, id)?;
         let before = slot.job.clone();
-        let next = owner_operation(before.job_type, before.state, operation, !before.files.is_empty())?;
+        let next = owner_operation(
+            before.job_type,
+            before.state,
+            operation,
+            !before.files.is_empty(),
+        )?;
         let mut job = before.clone();
         change(&mut job)?;
         job.state = next;
@@ -962,7 +1100,11 @@ impl Engine {
         }
         slot.job = job.clone();
         drop(jobs);
-        let kind = if next != before.state { EventKind::State } else { EventKind::Modified };
+        let kind = if next != before.state {
+            EventKind::State
+        } else {
+            EventKind::Modified
+        };
         inner.publish(&job, kind);
         Ok(job)
     }
@@ -992,10 +1134,19 @@ impl Engine {
         self.with_slot_if(id, generation, |slot| change(&mut slot.job))
     }
 
-    fn with_slot_if(&self, id: &str, generation: u64, change: impl FnOnce(&mut Slot)) -> Option<Job> {
+    fn with_slot_if(
+        &self,
+        id: &str,
+        generation: u64,
+        change: impl FnOnce(&mut Slot),
+    ) -> Option<Job> {
         let mut jobs = self.inner.lock();
         let slot = jobs.get_mut(id)?;
-        if slot.running.as_ref().is_none_or(|r| r.generation != generation) {
+        if slot
+            .running
+            .as_ref()
+            .is_none_or(|r| r.generation != generation)
+        {
             return None;
         }
         change(slot);
@@ -1003,11 +1154,17 @@ impl Engine {
     }
 
     fn current_file(&self, id: &str, index: usize) -> Option<JobFile> {
-        self.inner.lock().get(id).and_then(|s| s.job.files.get(index).cloned())
+        self.inner
+            .lock()
+            .get(id)
+            .and_then(|s| s.job.files.get(index).cloned())
     }
 
     fn current_session(&self, id: &str) -> Option<String> {
-        self.inner.lock().get(id).and_then(|s| s.job.upload_session.clone())
+        self.inner
+            .lock()
+            .get(id)
+            .and_then(|s| s.job.upload_session.clone())
     }
 }
 
@@ -1017,7 +1174,9 @@ impl Inner {
     }
 
     fn save(&self, job: &Job) -> Refusal<()> {
-        self.store.save(job).map_err(|e| JobRefusal::Store(e.to_string()))
+        self.store
+            .save(job)
+            .map_err(|e| JobRefusal::Store(e.to_string()))
     }
 
     fn publish(&self, job: &Job, kind: EventKind) {
@@ -1032,8 +1191,15 @@ impl Inner {
     }
 
     /// The slot of job `id`, if `caller` owns it or is an administrator.
-    fn owned_slot<'a>(&self, jobs: &'a mut HashMap<String, Slot>, caller: Caller, id: &str) -> Refusal<&'a mut Slot> {
-        let slot = jobs.get_mut(id).ok_or_else(|| JobRefusal::NotFound(id.to_string()))?;
+    fn owned_slot<'a>(
+        &self,
+        jobs: &'a mut HashMap<String, Slot>,
+        caller: Caller,
+        id: &str,
+    ) -> Refusal<&'a mut Slot> {
+        let slot = jobs
+            .get_mut(id)
+            .ok_or_else(|| JobRefusal::NotFound(id.to_string()))?;
         if slot.job.owner != caller.uid && !caller.admin {
             return Err(JobRefusal::AccessDenied(id.to_string()));
         }
@@ -1043,7 +1209,10 @@ impl Inner {
 
 /// The tag that names a job's temporary files.
 fn temp_tag(id: &str) -> String {
-    id.chars().filter(|c| c.is_ascii_hexdigit()).take(12).collect()
+    id.chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(12)
+        .collect()
 }
 
 /// Opens a file's temporary file: creates it for a fresh transfer, reopens

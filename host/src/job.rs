@@ -55,13 +55,18 @@ impl JobState {
 
     /// Queued, connecting or transferring: the scheduler owns the job.
     pub fn is_active(self) -> bool {
-        matches!(self, JobState::Queued | JobState::Connecting | JobState::Transferring)
+        matches!(
+            self,
+            JobState::Queued | JobState::Connecting | JobState::Transferring
+        )
     }
 }
 
 /// How urgently a job runs. Foreground jobs run at once, side by side;
 /// background jobs take turns by priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Priority {
     Foreground,
@@ -197,7 +202,14 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn new(id: String, job_type: JobType, owner: u32, name: String, priority: Priority, now: SystemTime) -> Job {
+    pub fn new(
+        id: String,
+        job_type: JobType,
+        owner: u32,
+        name: String,
+        priority: Priority,
+        now: SystemTime,
+    ) -> Job {
         Job {
             id,
             job_type,
@@ -280,7 +292,9 @@ pub fn owner_operation(
         return Err(JobRefusal::InvalidState { state, operation });
     }
     Ok(match (operation, state) {
-        (Resume, Suspended | Error | TransientError) if !has_files => return Err(JobRefusal::Empty),
+        (Resume, Suspended | Error | TransientError) if !has_files => {
+            return Err(JobRefusal::Empty);
+        }
         (Resume, Suspended | Error | TransientError) => Queued,
         (Resume, _) => state,
         (Suspend, _) => Suspended,
@@ -338,7 +352,10 @@ pub fn engine_step(state: JobState, event: EngineEvent) -> Option<JobState> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobRefusal {
     #[error("{operation:?} is not allowed in state {state:?}")]
-    InvalidState { state: JobState, operation: Operation },
+    InvalidState {
+        state: JobState,
+        operation: Operation,
+    },
     #[error("the job has no files")]
     Empty,
     #[error("an upload job holds exactly one file")]
@@ -394,7 +411,10 @@ pub fn check_ranges(ranges: &[ByteRange], max: usize) -> Result<(), JobRefusal> 
     if ranges.len() > max {
         return Err(JobRefusal::TooManyRanges(max));
     }
-    let mut sorted: Vec<_> = ranges.iter().map(|r| (r.offset, r.offset.checked_add(r.length))).collect();
+    let mut sorted: Vec<_> = ranges
+        .iter()
+        .map(|r| (r.offset, r.offset.checked_add(r.length)))
+        .collect();
     sorted.sort();
     for window in sorted.windows(2) {
         if let ((_, Some(end)), (start, _)) = (window[0], window[1])
@@ -403,7 +423,10 @@ pub fn check_ranges(ranges: &[ByteRange], max: usize) -> Result<(), JobRefusal> 
             return Err(JobRefusal::OverlappingRanges);
         }
     }
-    if ranges.iter().any(|r| r.length == 0 || r.offset.checked_add(r.length).is_none()) {
+    if ranges
+        .iter()
+        .any(|r| r.length == 0 || r.offset.checked_add(r.length).is_none())
+    {
         return Err(JobRefusal::OverlappingRanges);
     }
     Ok(())
@@ -427,7 +450,12 @@ mod tests {
 
     /// SPEC §2, written out by hand for every state, operation and type.
     /// `Ok(s)`: the state after; `Err(code)`: the refusal's code.
-    fn expected(job_type: JobType, state: JobState, operation: Operation, has_files: bool) -> Result<JobState, &'static str> {
+    fn expected(
+        job_type: JobType,
+        state: JobState,
+        operation: Operation,
+        has_files: bool,
+    ) -> Result<JobState, &'static str> {
         use JobState::*;
         use Operation::*;
         let upload = job_type != JobType::Download;
@@ -456,9 +484,14 @@ mod tests {
             for state in JobState::ALL {
                 for operation in Operation::ALL {
                     for has_files in [false, true] {
-                        let got = owner_operation(job_type, state, operation, has_files).map_err(|e| e.code().to_string());
-                        let want = expected(job_type, state, operation, has_files).map_err(str::to_string);
-                        assert_eq!(got, want, "{job_type:?} {state:?} {operation:?} files={has_files}");
+                        let got = owner_operation(job_type, state, operation, has_files)
+                            .map_err(|e| e.code().to_string());
+                        let want =
+                            expected(job_type, state, operation, has_files).map_err(str::to_string);
+                        assert_eq!(
+                            got, want,
+                            "{job_type:?} {state:?} {operation:?} files={has_files}"
+                        );
                         checked += 1;
                     }
                 }
@@ -474,15 +507,30 @@ mod tests {
         assert_eq!(engine_step(Queued, Started), Some(Connecting));
         assert_eq!(engine_step(Connecting, BytesMoving), Some(Transferring));
         assert_eq!(engine_step(Transferring, AllTransferred), Some(Transferred));
-        assert_eq!(engine_step(Transferring, TransientFailure), Some(TransientError));
+        assert_eq!(
+            engine_step(Transferring, TransientFailure),
+            Some(TransientError)
+        );
         assert_eq!(engine_step(TransientError, RetryDue), Some(Queued));
         assert_eq!(engine_step(TransientError, FatalFailure), Some(Error));
         assert_eq!(engine_step(Transferring, Preempted), Some(Queued));
         for state in JobState::ALL {
             let abandoned = engine_step(state, Abandoned);
-            assert_eq!(abandoned, if state.is_final() { None } else { Some(Cancelled) }, "{state:?}");
+            assert_eq!(
+                abandoned,
+                if state.is_final() {
+                    None
+                } else {
+                    Some(Cancelled)
+                },
+                "{state:?}"
+            );
         }
-        assert_eq!(engine_step(Suspended, Started), None, "a suspended job never starts");
+        assert_eq!(
+            engine_step(Suspended, Started),
+            None,
+            "a suspended job never starts"
+        );
         assert_eq!(engine_step(Suspended, AllTransferred), None);
         assert_eq!(engine_step(Error, RetryDue), None);
     }
@@ -491,9 +539,23 @@ mod tests {
     fn ranges_are_checked() {
         let r = |offset, length| ByteRange { offset, length };
         assert!(check_ranges(&[r(0, 10), r(10, 5), r(100, 1)], 500).is_ok());
-        assert_eq!(check_ranges(&[r(0, 10), r(5, 10)], 500).unwrap_err().code(), "overlapping-ranges");
-        assert_eq!(check_ranges(&[r(0, 0)], 500).unwrap_err().code(), "overlapping-ranges");
-        assert_eq!(check_ranges(&[r(0, 1), r(1, 1), r(2, 1)], 2).unwrap_err().code(), "too-many-ranges");
-        assert_eq!(check_ranges(&[r(u64::MAX, 2)], 500).unwrap_err().code(), "overlapping-ranges");
+        assert_eq!(
+            check_ranges(&[r(0, 10), r(5, 10)], 500).unwrap_err().code(),
+            "overlapping-ranges"
+        );
+        assert_eq!(
+            check_ranges(&[r(0, 0)], 500).unwrap_err().code(),
+            "overlapping-ranges"
+        );
+        assert_eq!(
+            check_ranges(&[r(0, 1), r(1, 1), r(2, 1)], 2)
+                .unwrap_err()
+                .code(),
+            "too-many-ranges"
+        );
+        assert_eq!(
+            check_ranges(&[r(u64::MAX, 2)], 500).unwrap_err().code(),
+            "overlapping-ranges"
+        );
     }
 }

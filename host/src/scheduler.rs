@@ -31,17 +31,29 @@ pub struct Plan {
 /// slice of equal-priority turns, and the monotonic time `now`.
 pub fn plan(candidates: &[Candidate], slots: usize, slice: Duration, now: Duration) -> Plan {
     let mut plan = Plan::default();
-    for c in candidates.iter().filter(|c| c.priority == Priority::Foreground) {
+    for c in candidates
+        .iter()
+        .filter(|c| c.priority == Priority::Foreground)
+    {
         if c.running_since.is_none() {
             plan.start.push(c.id.clone());
         }
     }
-    let mut background: Vec<&Candidate> = candidates.iter().filter(|c| c.priority != Priority::Foreground).collect();
+    let mut background: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| c.priority != Priority::Foreground)
+        .collect();
     // Priority first; then a running job within its slice keeps its place;
     // then whoever got a slot least recently (never first).
     background.sort_by_key(|c| {
-        let keeps_slot = c.running_since.is_some_and(|since| now.saturating_sub(since) < slice);
-        (c.priority, !keeps_slot, c.last_started.map_or(0, |t| t.as_nanos() + 1))
+        let keeps_slot = c
+            .running_since
+            .is_some_and(|since| now.saturating_sub(since) < slice);
+        (
+            c.priority,
+            !keeps_slot,
+            c.last_started.map_or(0, |t| t.as_nanos() + 1),
+        )
     });
     for (rank, c) in background.iter().enumerate() {
         match (rank < slots, c.running_since.is_some()) {
@@ -57,7 +69,12 @@ pub fn plan(candidates: &[Candidate], slots: usize, slice: Duration, now: Durati
 mod tests {
     use super::*;
 
-    fn c(id: &str, priority: Priority, running_since: Option<u64>, last_started: Option<u64>) -> Candidate {
+    fn c(
+        id: &str,
+        priority: Priority,
+        running_since: Option<u64>,
+        last_started: Option<u64>,
+    ) -> Candidate {
         Candidate {
             id: id.into(),
             priority,
@@ -81,26 +98,63 @@ mod tests {
 
     #[test]
     fn higher_priority_takes_the_slot() {
-        let jobs = [c("low", Priority::Low, Some(0), Some(0)), c("high", Priority::High, None, None)];
+        let jobs = [
+            c("low", Priority::Low, Some(0), Some(0)),
+            c("high", Priority::High, None, None),
+        ];
         let p = plan(&jobs, 1, SLICE, Duration::from_secs(1));
-        assert_eq!(p, Plan { start: vec!["high".into()], preempt: vec!["low".into()] });
+        assert_eq!(
+            p,
+            Plan {
+                start: vec!["high".into()],
+                preempt: vec!["low".into()]
+            }
+        );
     }
 
     #[test]
     fn equal_priorities_take_turns_after_a_slice() {
-        let jobs = [c("a", Priority::Normal, Some(0), Some(0)), c("b", Priority::Normal, None, None)];
-        assert_eq!(plan(&jobs, 1, SLICE, Duration::from_secs(30)), Plan::default(), "a keeps its slice");
+        let jobs = [
+            c("a", Priority::Normal, Some(0), Some(0)),
+            c("b", Priority::Normal, None, None),
+        ];
+        assert_eq!(
+            plan(&jobs, 1, SLICE, Duration::from_secs(30)),
+            Plan::default(),
+            "a keeps its slice"
+        );
         let p = plan(&jobs, 1, SLICE, Duration::from_secs(61));
-        assert_eq!(p, Plan { start: vec!["b".into()], preempt: vec!["a".into()] });
+        assert_eq!(
+            p,
+            Plan {
+                start: vec!["b".into()],
+                preempt: vec!["a".into()]
+            }
+        );
         // Later, b's slice is spent and a has waited longer.
-        let jobs = [c("a", Priority::Normal, None, Some(0)), c("b", Priority::Normal, Some(61), Some(61))];
+        let jobs = [
+            c("a", Priority::Normal, None, Some(0)),
+            c("b", Priority::Normal, Some(61), Some(61)),
+        ];
         let p = plan(&jobs, 1, SLICE, Duration::from_secs(130));
-        assert_eq!(p, Plan { start: vec!["a".into()], preempt: vec!["b".into()] });
+        assert_eq!(
+            p,
+            Plan {
+                start: vec!["a".into()],
+                preempt: vec!["b".into()]
+            }
+        );
     }
 
     #[test]
     fn a_spent_slice_without_rivals_keeps_running() {
-        let jobs = [c("a", Priority::Normal, Some(0), Some(0)), c("low", Priority::Low, None, None)];
-        assert_eq!(plan(&jobs, 1, SLICE, Duration::from_secs(500)), Plan::default());
+        let jobs = [
+            c("a", Priority::Normal, Some(0), Some(0)),
+            c("low", Priority::Low, None, None),
+        ];
+        assert_eq!(
+            plan(&jobs, 1, SLICE, Duration::from_secs(500)),
+            Plan::default()
+        );
     }
 }

@@ -17,7 +17,10 @@ pub enum StoreError {
     #[error("the job store failed: {0}")]
     Io(#[from] sled::Error),
     #[error("job {id} in the store is unreadable: {source}")]
-    Corrupt { id: String, source: serde_json::Error },
+    Corrupt {
+        id: String,
+        source: serde_json::Error,
+    },
 }
 
 /// What the engine needs of a store.
@@ -90,7 +93,14 @@ mod tests {
     #[test]
     fn jobs_survive_reopening_and_removal_is_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let job = Job::new("a".into(), JobType::Download, 1000, "n".into(), Priority::High, SystemTime::now());
+        let job = Job::new(
+            "a".into(),
+            JobType::Download,
+            1000,
+            "n".into(),
+            Priority::High,
+            SystemTime::now(),
+        );
         {
             let store = SledStore::open(dir.path()).unwrap();
             store.save(&job).unwrap();

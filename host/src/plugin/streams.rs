@@ -134,7 +134,9 @@ pub struct FileSink {
 impl OutputStream for FileSink {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         if self.stop.as_ref().is_some_and(|s| s.is_cancelled()) {
-            return Err(StreamError::LastOperationFailed(wasmtime::format_err!("the transfer was stopped")));
+            return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
+                "the transfer was stopped"
+            )));
         }
         if let Err(e) = self.file.write_all_at(&bytes, self.position) {
             let error =
