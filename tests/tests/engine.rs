@@ -252,8 +252,10 @@ async fn suspend_and_resume_continue_where_the_bytes_stopped() {
     let server = TestServer::start().await;
     let len = 8_000_000;
     server.put("/f", Resource::pattern(len).slow(2_000_000));
-    let mut config = EngineConfig::default();
-    config.checkpoint_interval = Duration::from_millis(100);
+    let config = EngineConfig {
+        checkpoint_interval: Duration::from_millis(100),
+        ..EngineConfig::default()
+    };
     let h = Harness::new(config);
     let id = download_job(&h, &[(&server.url("/f"), &h.path("f"))]);
     h.engine().resume(ALICE, &id).unwrap();
@@ -291,8 +293,10 @@ async fn a_restart_continues_from_the_checkpoint() {
     let server = TestServer::start().await;
     let len = 6_000_000;
     server.put("/f", Resource::pattern(len).slow(2_000_000));
-    let mut config = EngineConfig::default();
-    config.checkpoint_interval = Duration::from_millis(100);
+    let config = EngineConfig {
+        checkpoint_interval: Duration::from_millis(100),
+        ..EngineConfig::default()
+    };
     let mut h = Harness::new(config);
     let id = download_job(&h, &[(&server.url("/f"), &h.path("f"))]);
     h.engine().resume(ALICE, &id).unwrap();
