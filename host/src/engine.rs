@@ -720,7 +720,7 @@ impl Engine {
                 error,
                 file: Some(index),
             };
-            let temp = open_temp(file, &tag).map_err(attach)?;
+            let temp = open_temp(file, &tag, job.owner).map_err(attach)?;
             // Segments: the whole file, or each range not yet done, packed.
             let done = self
                 .current_file(&job.id, index)
@@ -1005,37 +1005,7 @@ impl Engine {
             tracing::error!(job = %job.id, "saving failed: {e}");
         }
         self.inner.publish(&job, kind);
-        if matches!(job.state, JobState::Transferred | JobState::Error) {
-            self.run_notify_command(&job);
-        }
         self.schedule();
-    }
-
-    /// Starts the job's notify command, if any (the daemon runs it as the
-    /// job's owner; see the API layer).
-    fn run_notify_command(&self, job: &Job) {
-        let Some(command) = job.settings.notify_command.clone() else {
-            return;
-        };
-        let (id, state) = (job.id.clone(), job.state);
-        tokio::spawn(async move {
-            let status = tokio::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(&command)
-                .env("FERRY_JOB_ID", &id)
-                .env(
-                    "FERRY_JOB_STATE",
-                    serde_json::to_value(state)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                )
-                .status()
-                .await;
-            if !status.as_ref().is_ok_and(|s| s.success()) {
-                tracing::warn!(job = %id, "notify command failed: {status:?}");
-            }
-        });
     }
 
     fn cancel_upload_in_background(&self, id: String, url: String, session: String) {
@@ -1217,10 +1187,20 @@ fn temp_tag(id: &str) -> String {
 
 /// Opens a file's temporary file: creates it for a fresh transfer, reopens
 /// and cuts it to the recorded progress after an interruption.
-fn open_temp(file: &JobFile, tag: &str) -> Result<TempFile, TransferError> {
+/// A daemon running as root gives the file to the job's owner.
+fn open_temp(file: &JobFile, tag: &str, owner: u32) -> Result<TempFile, TransferError> {
     if file.bytes_transferred == 0 {
         match TempFile::create(&file.local, tag) {
-            Ok(temp) => return Ok(temp),
+            Ok(temp) => {
+                crate::identity::give_to_owner(&temp.file(), owner).map_err(|e| {
+                    TransferError::local_file(
+                        "cannot-create-file",
+                        &e,
+                        &temp.path().display().to_string(),
+                    )
+                })?;
+                return Ok(temp);
+            }
             Err(e) if e.code == "cannot-create-file" => {
                 let temp = TempFile::reopen(&file.local, tag).map_err(|_| e)?;
                 temp.truncate(0)?;

@@ -6,18 +6,26 @@
 //! - `scheduler`: which queued jobs transfer now; `clock`: time for timers;
 //! - `store`: where jobs live across restarts (sled by default);
 //! - `events`: the in-process event stream of every job;
-//! - `cli`: the `ferry` command line;
+//! - `daemon`: `ferry daemon`; `config`: its configuration and paths;
+//! - `api`: the local API over a Unix socket; `identity`: acting for a user;
+//! - `notify`: the notify command, run as the job's owner;
+//! - `cli`: the `ferry` command line, a client of the API;
 //! - `error`: the typed error every failed transfer ends in;
 //! - `files`: temporary files and their atomic, symlink-proof finalisation;
 //! - `plugin`: the plugin runtime (WIT bindings, sandbox, network, streams).
 
+pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod identity;
 pub mod job;
+pub mod notify;
 pub mod plugin;
 pub mod scheduler;
 pub mod store;

@@ -2,7 +2,10 @@
 //!
 //! Holds what the conformance suite and the end-to-end tests share, starting with
 //! [`server`]: a real HTTP/1.1 server on loopback that a test starts, scripts and
-//! inspects, so transfers are exercised against real sockets instead of mocks.
+//! inspects, so transfers are exercised against real sockets instead of mocks;
+//! and [`daemon`]: a real `ferry daemon` in a temporary directory, driven through
+//! the real CLI.
 
+pub mod daemon;
 pub mod fixtures;
 pub mod server;

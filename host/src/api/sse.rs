@@ -1,0 +1,147 @@
+//! Event streams (server-sent events) of one job or of all of a caller's
+//! jobs, fed by the engine's event bus and filtered by owner.
+//!
+//! A job stream opens with `event: job` (the job as `info` shows it), then
+//! sends each engine event as `event: <kind>` with the event as JSON, and
+//! ends after the job reaches a final state. A comment line is sent every
+//! 15 s so dead clients are noticed.
+
+use super::ApiState;
+use super::error::ApiError;
+use super::routes::Body;
+use super::views::JobView;
+use crate::engine::Caller;
+use crate::events::{Event, EventKind};
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The SSE name of an event's kind.
+pub fn kind_name(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::State => "state",
+        EventKind::Progress => "progress",
+        EventKind::FileTransferred { .. } => "file-transferred",
+        EventKind::Modified => "modified",
+        EventKind::Error => "error",
+    }
+}
+
+fn frame(event: &str, data: &impl serde::Serialize) -> Bytes {
+    let json = serde_json::to_string(data).expect("events always serialise");
+    Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
+}
+
+/// `GET /v1/jobs/{id}/events`.
+pub fn job_stream(state: &ApiState, caller: Caller, id: &str) -> Result<Response<Body>, ApiError> {
+    // Subscribe before reading the job, so nothing falls between the two.
+    let receiver = state.engine.subscribe();
+    let job = state.engine.get(caller, id)?;
+    let first = frame("job", &JobView::of(&job));
+    let id = id.to_string();
+    let done = job.state.is_final();
+    Ok(stream(
+        first,
+        receiver,
+        state.shutdown.clone(),
+        done,
+        move |e| e.job == id,
+        true,
+    ))
+}
+
+/// `GET /v1/events`: every job of the caller (every job, for an
+/// administrator asking with `all-users=true`).
+pub fn all_stream(
+    state: &ApiState,
+    caller: Caller,
+    all_users: bool,
+) -> Result<Response<Body>, ApiError> {
+    if all_users && !caller.admin {
+        return Err(ApiError::new(
+            "access-denied",
+            "only administrators may follow every user's jobs",
+        ));
+    }
+    let receiver = state.engine.subscribe();
+    Ok(stream(
+        Bytes::from_static(b": following\n\n"),
+        receiver,
+        state.shutdown.clone(),
+        false,
+        move |e| all_users || e.owner == caller.uid,
+        false,
+    ))
+}
+
+fn stream(
+    first: Bytes,
+    receiver: tokio::sync::broadcast::Receiver<Event>,
+    shutdown: CancellationToken,
+    done: bool,
+    wanted: impl Fn(&Event) -> bool + Send + 'static,
+    end_on_final: bool,
+) -> Response<Body> {
+    struct St<F> {
+        first: Option<Bytes>,
+        receiver: tokio::sync::broadcast::Receiver<Event>,
+        shutdown: CancellationToken,
+        done: bool,
+        wanted: F,
+        end_on_final: bool,
+    }
+    let initial = St {
+        first: Some(first),
+        receiver,
+        shutdown,
+        done,
+        wanted,
+        end_on_final,
+    };
+    let frames = futures::stream::unfold(initial, |mut st| async move {
+        if let Some(first) = st.first.take() {
+            return Some((first, st));
+        }
+        if st.done {
+            return None;
+        }
+        loop {
+            let received = tokio::select! {
+                r = st.receiver.recv() => r,
+                () = tokio::time::sleep(KEEP_ALIVE) => {
+                    return Some((Bytes::from_static(b": keep-alive\n\n"), st));
+                }
+                () = st.shutdown.cancelled() => return None,
+            };
+            match received {
+                Ok(event) if (st.wanted)(&event) => {
+                    if st.end_on_final && event.state.is_final() {
+                        st.done = true;
+                    }
+                    return Some((frame(kind_name(&event.kind), &event), st));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    return Some((frame("lagged", &serde_json::json!({ "missed": n })), st));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let body = StreamBody::new(futures::StreamExt::map(frames, |b| {
+        Ok::<_, Infallible>(Frame::data(b))
+    }));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body.boxed_unsync())
+        .expect("a valid response")
+}

@@ -1,0 +1,190 @@
+//! Acting for a user: who a uid is (primary group, groups), whether that
+//! user may write a directory or read a file, and handing files over to them.
+//!
+//! A daemon running as root carries out jobs for many users. It must never
+//! lend them its own rights: a user may only name destinations they could
+//! write themselves, temporary files belong to the job's owner, and commands
+//! run with the owner's uid and gid. This module is where that is decided.
+
+use nix::unistd::{Gid, Group, Uid, User};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// A Unix user as the daemon acts for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    /// The primary group and every supplementary group.
+    pub groups: Vec<u32>,
+    pub name: Option<String>,
+}
+
+impl Identity {
+    /// Looks `uid` up in the user database. A uid with no entry gets its
+    /// own uid as gid and no supplementary group (it can still own jobs).
+    pub fn of(uid: u32) -> Identity {
+        match User::from_uid(Uid::from_raw(uid)) {
+            Ok(Some(user)) => {
+                let gid = user.gid.as_raw();
+                let mut groups = vec![gid];
+                if let Ok(name) = std::ffi::CString::new(user.name.clone())
+                    && let Ok(list) = nix::unistd::getgrouplist(&name, user.gid)
+                {
+                    groups.extend(list.into_iter().map(Gid::as_raw));
+                }
+                groups.sort_unstable();
+                groups.dedup();
+                Identity {
+                    uid,
+                    gid,
+                    groups,
+                    name: Some(user.name),
+                }
+            }
+            _ => Identity {
+                uid,
+                gid: uid,
+                groups: vec![uid],
+                name: None,
+            },
+        }
+    }
+
+    /// Whether this user belongs to the group named `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        match Group::from_name(group) {
+            Ok(Some(g)) => {
+                self.groups.contains(&g.gid.as_raw())
+                    || self.name.as_ref().is_some_and(|n| g.mem.contains(n))
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the mode bits of `meta` grant this user `want` (a mask of
+    /// 4 = read, 2 = write, 1 = search/execute). Root is granted everything.
+    fn granted(&self, meta: &std::fs::Metadata, want: u32) -> bool {
+        if self.uid == 0 {
+            return true;
+        }
+        let mode = meta.mode();
+        let bits = if meta.uid() == self.uid {
+            (mode >> 6) & 7
+        } else if self.groups.contains(&meta.gid()) {
+            (mode >> 3) & 7
+        } else {
+            mode & 7
+        };
+        bits & want == want
+    }
+
+    /// Whether every directory above `path` can be searched by this user.
+    fn may_reach(&self, path: &Path) -> Result<(), AccessError> {
+        let mut ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
+        ancestors.reverse();
+        for dir in ancestors {
+            let meta = std::fs::metadata(dir).map_err(|e| AccessError::Missing {
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            if !self.granted(&meta, 1) {
+                return Err(AccessError::Denied(dir.display().to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this user may create files in directory `dir`.
+    pub fn check_writable_dir(&self, dir: &Path) -> Result<(), AccessError> {
+        let meta = std::fs::metadata(dir).map_err(|e| AccessError::Missing {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if !meta.is_dir() {
+            return Err(AccessError::NotADirectory(dir.display().to_string()));
+        }
+        self.may_reach(dir)?;
+        if !self.granted(&meta, 2 | 1) {
+            return Err(AccessError::Denied(dir.display().to_string()));
+        }
+        Ok(())
+    }
+
+    /// Whether this user may read the regular file `path`.
+    pub fn check_readable_file(&self, path: &Path) -> Result<(), AccessError> {
+        let meta = std::fs::metadata(path).map_err(|e| AccessError::Missing {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.may_reach(path)?;
+        if !self.granted(&meta, 4) {
+            return Err(AccessError::Denied(path.display().to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Why a user may not use a path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("{path} does not exist or cannot be read: {reason}")]
+    Missing { path: String, reason: String },
+    #[error("{0} is not a directory")]
+    NotADirectory(String),
+    #[error("you may not use {0}")]
+    Denied(String),
+}
+
+/// Whether this process runs as root (and so must act for others).
+pub fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Gives a file the daemon created for job owner `owner` to that owner
+/// (when the daemon runs as root and the owner is someone else).
+pub fn give_to_owner(file: &std::fs::File, owner: u32) -> std::io::Result<()> {
+    if !running_as_root() || owner == 0 {
+        return Ok(());
+    }
+    let who = Identity::of(owner);
+    std::os::unix::fs::fchown(file, Some(who.uid), Some(who.gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn mode_bits_decide_for_other_users_and_root_may_do_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let meta = std::fs::metadata(dir.path()).unwrap();
+        let stranger = Identity {
+            uid: meta.uid().wrapping_add(4242),
+            gid: 4242,
+            groups: vec![4242],
+            name: None,
+        };
+        let root = Identity {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            name: None,
+        };
+        if meta.uid() != stranger.uid {
+            assert!(matches!(
+                stranger.check_writable_dir(dir.path()),
+                Err(AccessError::Denied(_))
+            ));
+        }
+        assert_eq!(root.check_writable_dir(dir.path()), Ok(()));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(stranger.check_writable_dir(dir.path()), Ok(()));
+        assert!(matches!(
+            stranger.check_writable_dir(&dir.path().join("missing")),
+            Err(AccessError::Missing { .. })
+        ));
+    }
+}

@@ -1,0 +1,165 @@
+//! API throughput through the real socket: a real `ferry daemon` (the
+//! `ferry-cli` binary) in a temporary directory, driven by the CLI's own
+//! client library on one keep-alive connection.
+//!
+//! - `health`: `GET /v1/health`, the cheapest call (routing, peer, JSON);
+//! - `info`: `GET /v1/jobs/{id}`;
+//! - `lifecycle (no transfer)`: create + add + cancel;
+//! - `lifecycle (1 KiB download)`: create + add + resume + wait for
+//!   `transferred` (event stream) + complete, against a loopback server.
+//!
+//! Run: `cargo bench -p ferry-tests --bench api` (`FERRY_BENCH_N` scales it).
+
+use bytes::Bytes;
+use ferry::cli::client::Client;
+use ferry_tests::daemon::Daemon;
+use ferry_tests::server::{Resource, TestServer};
+use http::{Method, StatusCode};
+use std::path::Path;
+use std::time::Instant;
+
+fn ferry() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ferry-cli"))
+}
+
+async fn ok(client: &mut Client, method: Method, path: &str, body: String) -> serde_json::Value {
+    let (status, bytes) = client.raw(method, path, Bytes::from(body)).await.unwrap();
+    assert!(
+        status.is_success() || status == StatusCode::CREATED,
+        "{path}: {status}"
+    );
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn report(what: &str, n: usize, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{what:<32} {n:>6} in {secs:>7.3} s  = {:>9.0} /s",
+        n as f64 / secs
+    );
+}
+
+fn main() {
+    let scale: usize = std::env::var("FERRY_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put("/small", Resource::pattern(1024));
+    let mut daemon =
+        Daemon::new("[limits]\nmax-jobs-per-machine = 100000\nmax-jobs-per-user = 100000\n");
+    daemon.start(ferry());
+    let downloads = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let mut client = Client::connect(&daemon.socket).await.unwrap();
+        let n = 5000 * scale;
+        let started = Instant::now();
+        for _ in 0..n {
+            ok(&mut client, Method::GET, "/v1/health", String::new()).await;
+        }
+        report("health", n, started);
+
+        let id = ok(&mut client, Method::POST, "/v1/jobs", "{}".into()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let started = Instant::now();
+        for _ in 0..n {
+            ok(
+                &mut client,
+                Method::GET,
+                &format!("/v1/jobs/{id}"),
+                String::new(),
+            )
+            .await;
+        }
+        report("info", n, started);
+
+        let n = 300 * scale;
+        let started = Instant::now();
+        for i in 0..n {
+            let id = ok(&mut client, Method::POST, "/v1/jobs", "{}".into()).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let body = format!(
+                "{{\"remote\": {:?}, \"local\": {:?}}}",
+                server.url("/small"),
+                downloads.path().join(format!("c{i}"))
+            );
+            ok(
+                &mut client,
+                Method::POST,
+                &format!("/v1/jobs/{id}/files"),
+                body,
+            )
+            .await;
+            ok(
+                &mut client,
+                Method::POST,
+                &format!("/v1/jobs/{id}/cancel"),
+                String::new(),
+            )
+            .await;
+        }
+        report("lifecycle (no transfer)", n, started);
+
+        let n = 100 * scale;
+        let started = Instant::now();
+        for i in 0..n {
+            let id = ok(
+                &mut client,
+                Method::POST,
+                "/v1/jobs",
+                "{\"priority\": \"foreground\"}".into(),
+            )
+            .await["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let body = format!(
+                "{{\"remote\": {:?}, \"local\": {:?}}}",
+                server.url("/small"),
+                downloads.path().join(format!("d{i}"))
+            );
+            ok(
+                &mut client,
+                Method::POST,
+                &format!("/v1/jobs/{id}/files"),
+                body,
+            )
+            .await;
+            let mut events = client
+                .events(&format!("/v1/jobs/{id}/events"))
+                .await
+                .unwrap();
+            ok(
+                &mut client,
+                Method::POST,
+                &format!("/v1/jobs/{id}/resume"),
+                String::new(),
+            )
+            .await;
+            while let Some(event) = events.next().await {
+                if event.data.contains("\"state\":\"transferred\"") {
+                    break;
+                }
+                assert!(
+                    !event.data.contains("\"state\":\"error\""),
+                    "{}",
+                    event.data
+                );
+            }
+            ok(
+                &mut client,
+                Method::POST,
+                &format!("/v1/jobs/{id}/complete"),
+                String::new(),
+            )
+            .await;
+        }
+        report("lifecycle (1 KiB download)", n, started);
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+}

@@ -1,0 +1,454 @@
+//! End to end: the real `ferry` binary against the real daemon over the real
+//! socket, in a temporary state directory, downloading from a loopback server.
+
+use ferry_tests::daemon::{Daemon, terminate_pid, wait_for_job};
+use ferry_tests::server::{Resource, TestServer, pattern_bytes};
+use std::path::Path;
+
+fn ferry() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ferry-cli"))
+}
+
+/// A loopback server on its own runtime (the CLI calls below block).
+fn server() -> (tokio::runtime::Runtime, TestServer) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    (runtime, server)
+}
+
+fn error_code(run: &ferry_tests::daemon::Run) -> String {
+    run.json()["error"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn every_verb_works_through_the_daemon_with_the_spec_json_fields() {
+    let (_rt, server) = server();
+    server.put("/a.bin", Resource::pattern(300_000));
+    let mut daemon = Daemon::new("");
+    daemon.start(ferry());
+    let downloads = tempfile::tempdir().unwrap();
+
+    let created = daemon
+        .run(
+            ferry(),
+            &["create", "--name", "first", "--priority", "high", "--json"],
+        )
+        .ok()
+        .json();
+    let id = created["id"]
+        .as_str()
+        .expect("create prints {\"id\": ...}")
+        .to_string();
+    assert_eq!(created.as_object().unwrap().len(), 1);
+
+    // A relative LOCAL is made absolute by the CLI.
+    let added = daemon
+        .command(ferry())
+        .current_dir(downloads.path())
+        .args(["add", &id, &server.url("/a.bin"), "a.bin", "--json"])
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+
+    let secret = "s3cret-password";
+    daemon
+        .run(
+            ferry(),
+            &[
+                "set",
+                &id,
+                "--priority",
+                "low",
+                "--retry-delay",
+                "7",
+                "--no-progress-timeout",
+                "100",
+                "--max-download-time",
+                "3600",
+                "-H",
+                "X-Trace: abc",
+                "--user",
+                &format!("me:{secret}"),
+                "--notify-command",
+                "true",
+                "--name",
+                "renamed",
+                "--description",
+                "a test job",
+                "--json",
+            ],
+        )
+        .ok();
+    let info = daemon.run(ferry(), &["info", &id, "--json"]).ok();
+    assert!(
+        !info.stdout.contains(secret),
+        "the JSON view leaks credentials"
+    );
+    let info = info.json();
+    for field in ["id", "type", "state", "owner", "priority", "files", "error"] {
+        assert!(
+            info.get(field).is_some(),
+            "info --json lacks {field}: {info}"
+        );
+    }
+    assert_eq!(info["id"], id.as_str());
+    assert_eq!(info["type"], "download");
+    assert_eq!(info["state"], "suspended");
+    assert_eq!(info["owner"], nix::unistd::geteuid().as_raw());
+    assert_eq!(info["priority"], "low");
+    assert_eq!(info["name"], "renamed");
+    assert_eq!(info["description"], "a test job");
+    assert!(info["error"].is_null());
+    let settings = &info["settings"];
+    assert_eq!(settings["retry_delay_secs"], 7);
+    assert_eq!(settings["no_progress_timeout_secs"], 100);
+    assert_eq!(settings["max_download_time_secs"], 3600);
+    assert_eq!(settings["headers"], serde_json::json!(["X-Trace"]));
+    assert_eq!(settings["credentials"], "basic");
+    assert_eq!(settings["notify_command"], "true");
+    let file = &info["files"][0];
+    for field in [
+        "remote",
+        "local",
+        "bytes_total",
+        "bytes_transferred",
+        "complete",
+    ] {
+        assert!(file.get(field).is_some(), "a file lacks {field}: {file}");
+    }
+    assert_eq!(
+        file["local"].as_str().unwrap(),
+        downloads.path().join("a.bin").to_str().unwrap()
+    );
+    assert_eq!(file["complete"], false);
+
+    // Clear the credentials (the test server wants none) and run it.
+    daemon
+        .run(ferry(), &["set", &id, "--clear-credentials"])
+        .ok();
+    let list = daemon.run(ferry(), &["list", "--json"]).ok().json();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.as_str())
+    );
+    let human = daemon.run(ferry(), &["list"]).ok();
+    assert!(human.stdout.contains(&id) && human.stdout.contains("STATE"));
+
+    let resumed = daemon.run(ferry(), &["resume", &id, "--json"]).ok().json();
+    assert_eq!(resumed["id"], id.as_str());
+    let done = wait_for_job(&daemon, ferry(), &id, |j| j["state"] == "transferred");
+    assert_eq!(done["files"][0]["bytes_transferred"], 300_000);
+    assert_eq!(done["files"][0]["complete"], true);
+    assert!(
+        !downloads.path().join("a.bin").exists(),
+        "nothing in place before complete"
+    );
+    let completed = daemon
+        .run(ferry(), &["complete", &id, "--json"])
+        .ok()
+        .json();
+    assert_eq!(completed["partial"], false);
+    assert_eq!(
+        std::fs::read(downloads.path().join("a.bin")).unwrap(),
+        pattern_bytes(0..300_000)
+    );
+
+    // The job left the queue: info is a typed error, exit 1.
+    let gone = daemon.run(ferry(), &["info", &id, "--json"]);
+    assert_eq!(gone.status, 1);
+    assert_eq!(error_code(&gone), "not-found");
+    let gone = daemon.run(ferry(), &["info", &id]);
+    assert_eq!(gone.status, 1);
+    assert!(gone.stderr.contains("error not-found"), "{}", gone.stderr);
+
+    // Suspend and cancel, resume of an empty job, usage errors.
+    let other = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let empty = daemon.run(ferry(), &["resume", &other, "--json"]);
+    assert_eq!((empty.status, error_code(&empty)), (1, "empty".to_string()));
+    daemon
+        .run(
+            ferry(),
+            &[
+                "add",
+                &other,
+                &server.url("/a.bin"),
+                downloads.path().join("b").to_str().unwrap(),
+            ],
+        )
+        .ok();
+    let suspended = daemon
+        .run(ferry(), &["suspend", &other, "--json"])
+        .ok()
+        .json();
+    assert_eq!(suspended["state"], "suspended");
+    let cancelled = daemon
+        .run(ferry(), &["cancel", &other, "--json"])
+        .ok()
+        .json();
+    assert_eq!(cancelled["state"], "cancelled");
+    let again = daemon.run(ferry(), &["cancel", &other, "--json"]);
+    assert_eq!(
+        (again.status, error_code(&again)),
+        (1, "not-found".to_string())
+    );
+    let list = daemon.run(ferry(), &["list", "--json"]).ok().json();
+    assert_eq!(list, serde_json::json!([]));
+
+    let usage = daemon.run(ferry(), &["create", "--priority", "urgent"]);
+    assert_eq!(usage.status, 2, "{}", usage.stderr);
+    let usage = daemon.run(ferry(), &["add", "only-a-job"]);
+    assert_eq!(usage.status, 2);
+    let not_admin_or_admin = daemon.run(ferry(), &["list", "--all-users", "--json"]);
+    assert!(not_admin_or_admin.status == 0 || error_code(&not_admin_or_admin) == "access-denied");
+
+    let plugins = daemon.run(ferry(), &["plugins", "--json"]).ok().json();
+    assert!(
+        plugins.as_array().unwrap().iter().any(|p| p["schemes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "http")),
+        "{plugins}"
+    );
+    assert_eq!(daemon.terminate(), Some(0), "log: {}", daemon.log());
+}
+
+#[test]
+fn get_starts_a_daemon_when_none_answers_and_downloads() {
+    let (_rt, server) = server();
+    server.put("/g.bin", Resource::pattern(200_000));
+    let daemon = Daemon::new("");
+    let downloads = tempfile::tempdir().unwrap();
+    let dest = downloads.path().join("g.bin");
+    assert!(!daemon.socket.exists());
+    let got = daemon
+        .run(
+            ferry(),
+            &[
+                "get",
+                &server.url("/g.bin"),
+                dest.to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .ok()
+        .json();
+    assert_eq!(got["bytes"], 200_000);
+    assert_eq!(got["state"], "acknowledged");
+    assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..200_000));
+
+    // The daemon it started goes on; stop it by its pid.
+    let list = daemon
+        .run(ferry(), &["--no-start", "list", "--json"])
+        .ok()
+        .json();
+    assert_eq!(list, serde_json::json!([]));
+    let mut client_rt = tokio::runtime::Runtime::new().unwrap();
+    let pid = health_pid(&mut client_rt, &daemon);
+    terminate_pid(pid);
+    for _ in 0..600 {
+        if !daemon.socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !daemon.socket.exists(),
+        "the daemon removes its socket when it stops"
+    );
+}
+
+fn health_pid(rt: &mut tokio::runtime::Runtime, daemon: &Daemon) -> u32 {
+    rt.block_on(async {
+        let mut client = ferry::cli::client::Client::connect(&daemon.socket)
+            .await
+            .unwrap();
+        let health: ferry::api::views::HealthView = client
+            .call(http::Method::GET, "/v1/health", None::<&()>)
+            .await
+            .unwrap();
+        health.pid
+    })
+}
+
+#[test]
+fn a_failed_get_exits_4_and_keeps_the_job_in_error() {
+    let (_rt, server) = server();
+    server.put("/missing", Resource::status(404));
+    let mut daemon = Daemon::new("");
+    daemon.start(ferry());
+    let dest = daemon.dir.path().join("never");
+    let failed = daemon.run(
+        ferry(),
+        &[
+            "get",
+            &server.url("/missing"),
+            dest.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(failed.status, 4, "{} {}", failed.stdout, failed.stderr);
+    assert_eq!(error_code(&failed), "http-status");
+    let jobs = daemon.run(ferry(), &["list", "--json"]).ok().json();
+    assert_eq!(jobs[0]["state"], "error");
+    assert_eq!(jobs[0]["error"]["code"], "http-status");
+    assert_eq!(jobs[0]["error"]["class"], "fatal");
+    assert_eq!(jobs[0]["error"]["context"], "remote-file");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn no_daemon_and_no_start_exits_3() {
+    let daemon = Daemon::new("");
+    let run = daemon.run(ferry(), &["--no-start", "list", "--json"]);
+    assert_eq!(run.status, 3);
+    assert_eq!(error_code(&run), "daemon-unreachable");
+}
+
+#[test]
+fn sigterm_keeps_a_running_job_and_the_next_daemon_resumes_it() {
+    let (_rt, server) = server();
+    let size = 2_000_000;
+    server.put("/slow.bin", Resource::pattern(size).slow(400_000));
+    let mut daemon = Daemon::new("[limits]\ncheckpoint-interval-ms = 100\n");
+    daemon.start(ferry());
+    let dest = daemon.dir.path().join("slow.bin");
+    let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    daemon
+        .run(
+            ferry(),
+            &["add", &id, &server.url("/slow.bin"), dest.to_str().unwrap()],
+        )
+        .ok();
+    daemon.run(ferry(), &["resume", &id]).ok();
+    let before = wait_for_job(&daemon, ferry(), &id, |j| {
+        j["files"][0]["bytes_transferred"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(daemon.terminate(), Some(0), "log: {}", daemon.log());
+    assert!(!daemon.socket.exists());
+    let saved_before = before["files"][0]["bytes_transferred"].as_u64().unwrap();
+
+    daemon.start(ferry());
+    let after = daemon.run(ferry(), &["info", &id, "--json"]).ok().json();
+    let saved = after["files"][0]["bytes_transferred"].as_u64().unwrap();
+    assert!(
+        saved >= saved_before,
+        "{saved} < {saved_before}: progress was lost"
+    );
+    assert!(saved < size, "the transfer was interrupted");
+    wait_for_job(&daemon, ferry(), &id, |j| j["state"] == "transferred");
+    daemon.run(ferry(), &["complete", &id]).ok();
+    assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..size));
+    let resumed = server
+        .requests_for("/slow.bin")
+        .iter()
+        .filter(|r| r.header("range").is_some())
+        .count();
+    assert!(
+        resumed >= 1,
+        "the second daemon resumed with a Range request"
+    );
+}
+
+#[test]
+fn watch_follows_a_job_until_it_leaves_the_queue() {
+    let (_rt, server) = server();
+    server.put("/w.bin", Resource::pattern(100_000));
+    let mut daemon = Daemon::new("");
+    daemon.start(ferry());
+    let dest = daemon.dir.path().join("w.bin");
+    let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    daemon
+        .run(
+            ferry(),
+            &["add", &id, &server.url("/w.bin"), dest.to_str().unwrap()],
+        )
+        .ok();
+    let watcher = daemon
+        .command(ferry())
+        .args(["watch", &id, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    daemon.run(ferry(), &["resume", &id]).ok();
+    wait_for_job(&daemon, ferry(), &id, |j| j["state"] == "transferred");
+    daemon.run(ferry(), &["complete", &id]).ok();
+    let out = watcher.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["id"], id.as_str(), "the stream opens with the job");
+    assert_eq!(lines.last().unwrap()["state"], "acknowledged");
+}
+
+#[test]
+fn the_notify_command_runs_on_transferred_and_on_error() {
+    let (_rt, server) = server();
+    server.put("/n.bin", Resource::pattern(1000));
+    server.put("/gone", Resource::status(404));
+    let mut daemon = Daemon::new("");
+    daemon.start(ferry());
+    let out = daemon.dir.path().join("notified");
+    std::fs::create_dir(&out).unwrap();
+    for (path, state) in [("/n.bin", "transferred"), ("/gone", "error")] {
+        let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let dest = daemon.dir.path().join(format!("dest-{state}"));
+        daemon
+            .run(
+                ferry(),
+                &["add", &id, &server.url(path), dest.to_str().unwrap()],
+            )
+            .ok();
+        let command = format!(
+            "echo \"$FERRY_JOB_ID $FERRY_JOB_STATE\" > '{}/'\"$FERRY_JOB_STATE\"",
+            out.display()
+        );
+        daemon
+            .run(ferry(), &["set", &id, "--notify-command", &command])
+            .ok();
+        daemon.run(ferry(), &["resume", &id]).ok();
+        let file = out.join(state);
+        for _ in 0..600 {
+            if std::fs::read_to_string(&file).is_ok_and(|t| t.ends_with('\n')) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap_or_default(),
+            format!("{id} {state}\n"),
+            "log: {}",
+            daemon.log()
+        );
+    }
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let run = Daemon::new("").run(ferry(), &["completions", shell]).ok();
+        assert!(
+            run.stdout.contains("ferry") && run.stdout.contains("take-ownership"),
+            "{shell}"
+        );
+    }
+}
