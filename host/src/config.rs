@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub daemon: DaemonConfig,
@@ -288,18 +288,6 @@ impl Config {
             .dir
             .clone()
             .unwrap_or_else(|| state_dir.join("plugins"))
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            daemon: DaemonConfig::default(),
-            limits: LimitsConfig::default(),
-            job_defaults: JobDefaultsConfig::default(),
-            network: NetworkSection::default(),
-            plugins: PluginsConfig::default(),
-        }
     }
 }
 
