@@ -14,16 +14,24 @@ const CHECKPOINT_BYTES: u64 = 256 << 10;
 
 fn runner(state: &std::path::Path, pairs: &[(String, std::path::PathBuf)]) -> std::process::Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_engine-runner"));
-    command.arg(state).env("FERRY_CHECKPOINT_BYTES", CHECKPOINT_BYTES.to_string());
+    command
+        .arg(state)
+        .env("FERRY_CHECKPOINT_BYTES", CHECKPOINT_BYTES.to_string());
     for (url, path) in pairs {
         command.arg(url).arg(path);
     }
-    command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("the runner starts")
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the runner starts")
 }
 
 /// Body bytes the server sent for all files so far.
 fn sent(server: &TestServer) -> u64 {
-    (0..FILES).map(|i| server.bytes_sent(&format!("/f{i}"))).sum()
+    (0..FILES)
+        .map(|i| server.bytes_sent(&format!("/f{i}")))
+        .sum()
 }
 
 /// A small pseudo-random sequence (no extra dependency; seeded by the clock
@@ -32,7 +40,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -48,7 +59,10 @@ async fn killing_the_engine_at_random_moments_loses_nothing() {
         server.put(&path, Resource::pattern(SIZE + i * 1000).slow(RATE));
         pairs.push((server.url(&path), downloads.path().join(format!("f{i}"))));
     }
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     println!("seed {seed}");
     let mut random = Lcg(seed);
     let mut crashes = 0u64;
@@ -76,12 +90,18 @@ async fn killing_the_engine_at_random_moments_loses_nothing() {
         // What the store says after the crash is what the next run trusts:
         // it is checked by the final comparison below.
     };
-    let output = tokio::task::spawn_blocking(move || finished.wait_with_output().unwrap()).await.unwrap();
+    let output = tokio::task::spawn_blocking(move || finished.wait_with_output().unwrap())
+        .await
+        .unwrap();
     assert!(output.status.success(), "the last run failed");
     assert!(String::from_utf8_lossy(&output.stdout).contains("done"));
     for (i, (_, path)) in pairs.iter().enumerate() {
         let len = SIZE + i as u64 * 1000;
-        assert_eq!(std::fs::read(path).unwrap(), pattern_bytes(0..len), "file {i} differs");
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            pattern_bytes(0..len),
+            "file {i} differs"
+        );
     }
     let leftovers: Vec<_> = std::fs::read_dir(downloads.path())
         .unwrap()
@@ -95,7 +115,13 @@ async fn killing_the_engine_at_random_moments_loses_nothing() {
     // RATE, whichever comes first; add the server's 256 KiB write chunk and
     // the checkpoint poll (50 ms) as transport slack.
     let per_crash = CHECKPOINT_BYTES.max(RATE / 10) + (256 << 10) + RATE / 20;
-    println!("{crashes} crashes, {refetched} bytes fetched again (bound {} per crash)", per_crash);
+    println!(
+        "{crashes} crashes, {refetched} bytes fetched again (bound {} per crash)",
+        per_crash
+    );
     assert!(crashes > 0, "the run was never interrupted");
-    assert!(refetched <= crashes * per_crash, "{refetched} bytes fetched again after {crashes} crashes");
+    assert!(
+        refetched <= crashes * per_crash,
+        "{refetched} bytes fetched again after {crashes} crashes"
+    );
 }

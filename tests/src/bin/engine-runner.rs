@@ -35,13 +35,22 @@ async fn main() {
     })
     .expect("the plugin runtime starts");
     let store = SledStore::open(&state.join("store")).expect("the store opens");
-    let engine = Engine::open(config, Box::new(store), Arc::new(runtime), Arc::new(SystemClock::new()))
-        .expect("the engine opens");
+    let engine = Engine::open(
+        config,
+        Box::new(store),
+        Arc::new(runtime),
+        Arc::new(SystemClock::new()),
+    )
+    .expect("the engine opens");
     let me = Caller::user(1000);
     if engine.list(me, false).unwrap().is_empty() {
-        let id = engine.create(me, JobType::Download, "crash", Priority::Normal).unwrap();
+        let id = engine
+            .create(me, JobType::Download, "crash", Priority::Normal)
+            .unwrap();
         for pair in args[1..].chunks(2) {
-            engine.add_file(me, &id, &pair[0], &PathBuf::from(&pair[1]), Vec::new()).unwrap();
+            engine
+                .add_file(me, &id, &pair[0], &PathBuf::from(&pair[1]), Vec::new())
+                .unwrap();
         }
         engine.resume(me, &id).unwrap();
         println!("created {id}");
