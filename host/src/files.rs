@@ -74,48 +74,44 @@ impl TempFile {
     /// exclusively (an existing entry of that name is an error), never
     /// through a symlink, with the usual permissions (0666 less the umask).
     pub fn create(destination: &Path, tag: &str) -> Result<TempFile, TransferError> {
-        let (dir_path, final_name) = split(destination)?;
-        let dir = open_dir(dir_path)?;
-        let temp_name = temp_name(&final_name, tag);
-        let fd = rustix::fs::openat(
-            &dir,
-            temp_name.as_str(),
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        let flags = OFlags::CREATE | OFlags::EXCL;
+        TempFile::open(
+            destination,
+            tag,
+            flags,
             Mode::from_raw_mode(0o666),
+            "cannot-create-file",
         )
-        .map_err(|e| {
-            TransferError::local_file(
-                "cannot-create-file",
-                &e.into(),
-                &format!("{}", dir_path.join(&temp_name).display()),
-            )
-        })?;
-        Ok(TempFile {
-            dir: Arc::new(dir),
-            dir_path: dir_path.to_path_buf(),
-            temp_name,
-            final_name,
-            file: Arc::new(File::from(fd)),
-        })
     }
 
     /// Opens the existing temporary file of `destination` for job `tag`
     /// (after a restart), never through a symlink.
     pub fn reopen(destination: &Path, tag: &str) -> Result<TempFile, TransferError> {
+        TempFile::open(
+            destination,
+            tag,
+            OFlags::empty(),
+            Mode::empty(),
+            "cannot-open-file",
+        )
+    }
+
+    fn open(
+        destination: &Path,
+        tag: &str,
+        flags: OFlags,
+        mode: Mode,
+        code: &str,
+    ) -> Result<TempFile, TransferError> {
         let (dir_path, final_name) = split(destination)?;
         let dir = open_dir(dir_path)?;
         let temp_name = temp_name(&final_name, tag);
-        let fd = rustix::fs::openat(
-            &dir,
-            temp_name.as_str(),
-            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| {
+        let flags = flags | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir, temp_name.as_str(), flags, mode).map_err(|e| {
             TransferError::local_file(
-                "cannot-open-file",
+                code,
                 &e.into(),
-                &format!("{}", dir_path.join(&temp_name).display()),
+                &dir_path.join(&temp_name).display().to_string(),
             )
         })?;
         Ok(TempFile {

@@ -92,6 +92,39 @@ fn verify(who: &str, file: &File, size: u64) {
     }
 }
 
+/// CPU time used so far by this process and by its waited-for children, from
+/// `/proc/self/stat` (Linux, in ticks of 1/100 s); `None` where that is missing.
+fn cpu_times() -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name: state, ppid, … then utime, stime, cutime, cstime.
+    let ticks: Vec<u64> = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let time = |t: u64| Duration::from_millis(t * 10);
+    Some((time(ticks[0] + ticks[1]), time(ticks[2] + ticks[3])))
+}
+
+/// CPU time spent between two [`cpu_times`], by this process and its children.
+fn cpu_spent(
+    before: Option<(Duration, Duration)>,
+    after: Option<(Duration, Duration)>,
+) -> Option<Duration> {
+    let ((own0, children0), (own1, children1)) = (before?, after?);
+    Some(own1.saturating_sub(own0) + children1.saturating_sub(children0))
+}
+
+/// One timed download: wall-clock time, and the CPU time of the client and
+/// the loopback server together (the server runs in this process).
+struct Timing {
+    wall: Duration,
+    cpu: Option<Duration>,
+}
+
 /// Whether `curl` can be run from `PATH`.
 fn curl_available() -> bool {
     Command::new("curl")
@@ -103,8 +136,9 @@ fn curl_available() -> bool {
 }
 
 /// `curl -s -o FILE URL`, timed from spawn to exit.
-fn curl_round(dir: &Path, url: &str, size: u64) -> Duration {
+fn curl_round(dir: &Path, url: &str, size: u64) -> Timing {
     let out = tempfile::NamedTempFile::new_in(dir).expect("a temporary file for curl");
+    let cpu_before = cpu_times();
     let started = Instant::now();
     let status = Command::new("curl")
         .arg("-s")
@@ -113,10 +147,11 @@ fn curl_round(dir: &Path, url: &str, size: u64) -> Duration {
         .arg(url)
         .status()
         .expect("curl runs");
-    let elapsed = started.elapsed();
+    let wall = started.elapsed();
+    let cpu = cpu_spent(cpu_before, cpu_times());
     assert!(status.success(), "curl failed: {status}");
     verify("curl", out.as_file(), size);
-    elapsed
+    Timing { wall, cpu }
 }
 
 /// Ferry's download of `url` into a fresh file, timed from call to return.
@@ -126,7 +161,7 @@ fn ferry_round(
     dir: &Path,
     url: &str,
     size: u64,
-) -> Duration {
+) -> Timing {
     let out = tempfile::NamedTempFile::new_in(dir).expect("a temporary file for ferry");
     let file = Arc::new(out.reopen().expect("the temporary file reopens"));
     let destination = Destination::new(file, 0, 0, true);
@@ -139,12 +174,15 @@ fn ferry_round(
     };
     let runtime = runtime.clone();
     // On a worker of the runtime, as a job engine would run it.
-    let (result, elapsed) = rt.block_on(async move {
+    let (result, timing) = rt.block_on(async move {
         tokio::spawn(async move {
             let job = JobContext::new("bench");
+            let cpu_before = cpu_times();
             let started = Instant::now();
             let result = runtime.download(request, &job, destination).await;
-            (result, started.elapsed())
+            let wall = started.elapsed();
+            let cpu = cpu_spent(cpu_before, cpu_times());
+            (result, Timing { wall, cpu })
         })
         .await
         .expect("the download task completes")
@@ -157,7 +195,7 @@ fn ferry_round(
         .load(std::sync::atomic::Ordering::Acquire);
     assert_eq!(written, size, "ferry reports {written} bytes written");
     verify("ferry", out.as_file(), size);
-    elapsed
+    timing
 }
 
 fn main() {
@@ -191,43 +229,56 @@ fn main() {
         size as f64 / (1u64 << 20) as f64
     );
 
-    let (mut curl_rates, mut ferry_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let mut rows = Vec::new();
-    for round in 0..rounds {
-        let ferry_first = round % 2 == 1;
-        let (mut curl_time, mut ferry_time) = (None, None);
+    let mut rows: Vec<Row> = Vec::new();
+    for round in 1..=rounds {
+        let ferry_first = round % 2 == 0;
+        let (mut curl_timing, mut ferry_timing) = (None, None);
         for ferry_turn in [ferry_first, !ferry_first] {
             if ferry_turn {
-                ferry_time = Some(ferry_round(&rt, &runtime, dir.path(), &url, size));
+                ferry_timing = Some(ferry_round(&rt, &runtime, dir.path(), &url, size));
             } else if curl {
-                curl_time = Some(curl_round(dir.path(), &url, size));
+                curl_timing = Some(curl_round(dir.path(), &url, size));
             }
         }
-        let ferry_rate = mb_per_s(size, ferry_time.expect("ferry ran"));
-        ferry_rates.push(ferry_rate);
-        let curl_rate = curl_time.map(|t| mb_per_s(size, t));
-        let ratio = curl_rate.map(|c| ferry_rate / c);
-        curl_rates.extend(curl_rate);
-        ratios.extend(ratio);
-        let order = if ferry_first {
-            "ferry, curl"
-        } else {
-            "curl, ferry"
+        let ferry_timing = ferry_timing.expect("ferry ran");
+        let row = Row {
+            round,
+            curl: curl_timing.as_ref().map(|t| mb_per_s(size, t.wall)),
+            ferry: mb_per_s(size, ferry_timing.wall),
+            curl_cpu: curl_timing.and_then(|t| t.cpu).map(|c| c.as_secs_f64()),
+            ferry_cpu: ferry_timing.cpu.map(|c| c.as_secs_f64()),
         };
-        match (curl_rate, ratio) {
+        let order = if ferry_first {
+            "ferry first"
+        } else {
+            "curl first"
+        };
+        let cpu = match (row.curl_cpu, row.ferry_cpu) {
+            (Some(c), Some(f)) => format!("   CPU s: curl {c:.2}, ferry {f:.2}"),
+            (None, Some(f)) => format!("   CPU s: ferry {f:.2}"),
+            _ => String::new(),
+        };
+        match (row.curl, row.ratio()) {
             (Some(c), Some(r)) => println!(
-                "round {}: curl {c:8.1} MB/s   ferry {ferry_rate:8.1} MB/s   ferry/curl {r:.3}   ({order})",
-                round + 1
+                "round {round}: curl {c:7.1} MB/s   ferry {:7.1} MB/s   ferry/curl {r:.3}{cpu}   ({order})",
+                row.ferry
             ),
-            _ => println!("round {}: ferry {ferry_rate:8.1} MB/s", round + 1),
+            _ => println!("round {round}: ferry {:7.1} MB/s{cpu}", row.ferry),
         }
-        rows.push((round + 1, curl_rate, ferry_rate, ratio));
+        rows.push(row);
     }
 
-    let ferry_median = median(&ferry_rates);
-    let curl_median = curl.then(|| median(&curl_rates));
-    let median_ratio = curl.then(|| median(&ratios));
+    // Medians over the rounds of each column (`None` when a column is empty).
+    let column = |f: &dyn Fn(&Row) -> Option<f64>| {
+        let values: Vec<f64> = rows.iter().filter_map(f).collect();
+        (!values.is_empty()).then(|| median(&values))
+    };
+    let ferry_median = column(&|r| Some(r.ferry)).expect("at least one round");
+    let curl_median = column(&|r| r.curl);
+    let median_ratio = column(&Row::ratio);
     let ratio_of_medians = curl_median.map(|c| ferry_median / c);
+    let curl_cpu_median = column(&|r| r.curl_cpu);
+    let ferry_cpu_median = column(&|r| r.ferry_cpu);
     match (curl_median, median_ratio, ratio_of_medians) {
         (Some(c), Some(mr), Some(rm)) => println!(
             "median: curl {c:.1} MB/s   ferry {ferry_median:.1} MB/s   \
@@ -254,7 +305,8 @@ fn main() {
     let inst_p90 = percentile(&instantiation_us, 90.0);
     let pooling = runtime.uses_pooling();
     println!(
-        "instantiate(\"http\") x{instantiations}: median {inst_median:.1} µs, p90 {inst_p90:.1} µs; pooling allocator: {pooling}"
+        "instantiate(\"http\") x{instantiations}: median {inst_median:.1} µs, p90 {inst_p90:.1} µs; \
+         pooling allocator: {pooling}"
     );
 
     let fmt = |v: Option<f64>, precision: usize| match v {
@@ -262,26 +314,40 @@ fn main() {
         None => "n/a".to_string(),
     };
     println!();
-    println!("| round | curl MB/s | ferry MB/s | ferry/curl |");
-    println!("|------:|----------:|-----------:|-----------:|");
-    for (round, curl_rate, ferry_rate, ratio) in &rows {
+    println!("| round | curl MB/s | ferry MB/s | ferry/curl | curl CPU s | ferry CPU s |");
+    println!("|------:|----------:|-----------:|-----------:|-----------:|------------:|");
+    for row in &rows {
         println!(
-            "| {round} | {} | {ferry_rate:.1} | {} |",
-            fmt(*curl_rate, 1),
-            fmt(*ratio, 3)
+            "| {} | {} | {:.1} | {} | {} | {} |",
+            row.round,
+            fmt(row.curl, 1),
+            row.ferry,
+            fmt(row.ratio(), 3),
+            fmt(row.curl_cpu, 2),
+            fmt(row.ferry_cpu, 2)
         );
     }
     println!(
-        "| **median** | {} | {ferry_median:.1} | {} (median of ratios) |",
+        "| **median** | {} | {ferry_median:.1} | {} | {} | {} |",
         fmt(curl_median, 1),
-        fmt(median_ratio, 3)
+        fmt(median_ratio, 3),
+        fmt(curl_cpu_median, 2),
+        fmt(ferry_cpu_median, 2)
     );
     println!();
     println!(
-        "- ratio of medians, ferry/curl: {}",
+        "- ferry/curl: median of the per-round ratios {}, ratio of the medians {}",
+        fmt(median_ratio, 3),
         fmt(ratio_of_medians, 3)
     );
-    println!("- body: {size} bytes, {rounds} rounds, order alternated (odd rounds curl first)");
+    println!(
+        "- body: {size} bytes, {rounds} rounds, order alternated (odd rounds curl first); \
+         MB/s = 10^6 bytes/s"
+    );
+    println!(
+        "- CPU s: CPU time of the download, the loopback server's included \
+         (it runs in the benchmark's process)"
+    );
     println!(
         "- `instantiate(\"http\")`, {instantiations} calls after {WARM_UP_INSTANTIATIONS} warm-up: \
          median {inst_median:.1} µs, p90 {inst_p90:.1} µs"
@@ -291,4 +357,20 @@ fn main() {
         if pooling { "yes" } else { "no" }
     );
     drop(server);
+}
+
+/// One round's results.
+struct Row {
+    round: usize,
+    /// curl's MB/s, when curl is installed.
+    curl: Option<f64>,
+    ferry: f64,
+    curl_cpu: Option<f64>,
+    ferry_cpu: Option<f64>,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        self.curl.map(|c| self.ferry / c)
+    }
 }
