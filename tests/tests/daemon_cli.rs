@@ -452,3 +452,45 @@ fn completions_are_printed_for_each_shell() {
         );
     }
 }
+
+#[test]
+fn ctrl_c_leaves_a_get_running_in_the_daemon_and_says_how_to_follow_it() {
+    let (_rt, server) = server();
+    let size = 1_500_000;
+    server.put("/long.bin", Resource::pattern(size).slow(300_000));
+    let mut daemon = Daemon::new("");
+    daemon.start(ferry());
+    let dest = daemon.dir.path().join("long.bin");
+    let get = daemon
+        .command(ferry())
+        .args(["get", &server.url("/long.bin"), dest.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    for _ in 0..1200 {
+        let jobs = daemon.run(ferry(), &["list", "--json"]).ok().json();
+        if let Some(job) = jobs.as_array().and_then(|a| a.first())
+            && job["files"][0]["bytes_transferred"].as_u64().unwrap_or(0) > 0
+        {
+            id = job["id"].as_str().unwrap().to_string();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!id.is_empty(), "the get never started transferring");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(get.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = get.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("ferry watch {id}")), "{stderr}");
+    // The job goes on without the command, to the end.
+    wait_for_job(&daemon, ferry(), &id, |j| j["state"] == "transferred");
+    daemon.run(ferry(), &["complete", &id]).ok();
+    assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..size));
+}
