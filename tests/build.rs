@@ -21,6 +21,20 @@ fn main() {
         ],
     );
     println!("cargo:rerun-if-changed=../host/build_plugins.rs");
-    let wasm = build_plugins::build(workspace, &["ferry-test-plugin-hostile"]);
-    println!("cargo:rustc-env=FERRY_HOSTILE_PLUGIN={}", wasm[0].display());
+    // One build per world: cargo unifies the features of the packages it
+    // builds together, and the guest SDK refuses both worlds at once.
+    let builds: [&[(&str, &str)]; 2] = [
+        &[
+            ("ferry-test-plugin-hostile", "FERRY_HOSTILE_PLUGIN"),
+            ("ferry-test-plugin-upload", "FERRY_UPLOAD_PLUGIN"),
+        ],
+        &[("ferry-test-plugin-reply-upper", "FERRY_REPLY_UPPER_PLUGIN")],
+    ];
+    for plugins in builds {
+        let packages: Vec<&str> = plugins.iter().map(|(package, _)| *package).collect();
+        let wasm = build_plugins::build(workspace, &packages);
+        for ((_, variable), wasm) in plugins.iter().zip(wasm) {
+            println!("cargo:rustc-env={variable}={}", wasm.display());
+        }
+    }
 }

@@ -64,6 +64,7 @@ pub struct LimitsConfig {
     pub checkpoint_interval_ms: u64,
     pub notification_interval_ms: u64,
     pub max_redirects: u32,
+    pub upload_cancel_retry_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -81,6 +82,7 @@ impl Default for LimitsConfig {
             checkpoint_interval_ms: e.checkpoint_interval.as_millis() as u64,
             notification_interval_ms: e.notification_interval.as_millis() as u64,
             max_redirects: e.max_redirects,
+            upload_cancel_retry_secs: e.upload_cancel_retry.as_secs(),
         }
     }
 }
@@ -257,6 +259,7 @@ impl Config {
                 ..JobSettings::default()
             },
             max_redirects: l.max_redirects,
+            upload_cancel_retry: Duration::from_secs(l.upload_cancel_retry_secs),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::job::{
 };
 use crate::plugin::{
     Credentials, Destination, DownloadProgress, DownloadRequest, JobContext, PluginRuntime, Source,
+    UploadProgress,
 };
 use crate::scheduler::{Candidate, plan};
 use crate::store::JobStore;
@@ -51,6 +52,9 @@ pub struct EngineConfig {
     pub job_defaults: JobSettings,
     /// How many redirects a plugin may follow.
     pub max_redirects: u32,
+    /// The first pause before cancelling an upload on the server is tried
+    /// again (it doubles up to 10 minutes, for up to 24 hours).
+    pub upload_cancel_retry: Duration,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +72,7 @@ impl Default for EngineConfig {
             notification_interval: Duration::from_millis(500),
             job_defaults: JobSettings::default(),
             max_redirects: 10,
+            upload_cancel_retry: Duration::from_secs(5),
         }
     }
 }
@@ -119,6 +124,20 @@ struct Slot {
     running: Option<Running>,
     last_started: Option<Duration>,
     last_progress_event: Option<Duration>,
+}
+
+impl Slot {
+    /// Whether a progress event is due at `now` (SPEC §2: progress events of
+    /// one job are at least `interval` apart); if so, it counts as sent.
+    fn coalesced_progress(&mut self, now: Duration, interval: Duration) -> bool {
+        let due = self
+            .last_progress_event
+            .is_none_or(|t| now.saturating_sub(t) >= interval);
+        if due {
+            self.last_progress_event = Some(now);
+        }
+        due
+    }
 }
 
 struct Running {
@@ -422,11 +441,13 @@ impl Engine {
                 tracing::warn!(job = %job.id, "cannot delete {}: {e}", temp.path().display());
             }
         }
+        // A finished upload stays on the server; only a session still open
+        // is cancelled there.
         if job.job_type != JobType::Download
-            && job.reply.is_none()
             && let (Some(session), Some(file)) = (job.upload_session.clone(), job.files.first())
+            && !file.complete
         {
-            self.cancel_upload_in_background(job.id.clone(), file.remote.clone(), session);
+            self.cancel_upload_in_background(&job, file.remote.clone(), session);
         }
         self.schedule();
         Ok(())
@@ -689,13 +710,7 @@ impl Engine {
 
     /// Carries one job's transfer out, then records how it ended.
     async fn run_transfer(self, job: Job, cancel: CancellationToken, generation: u64) {
-        let context = JobContext {
-            job_id: job.id.clone(),
-            headers: job.settings.headers.clone(),
-            credentials: job.settings.credentials.clone(),
-            max_redirects: self.inner.config.max_redirects,
-            cancel: cancel.clone(),
-        };
+        let context = self.job_context(&job, cancel);
         let outcome = match job.job_type {
             JobType::Download => self.download_files(&job, &context, generation).await,
             JobType::Upload | JobType::UploadReply => {
@@ -703,6 +718,17 @@ impl Engine {
             }
         };
         self.finish_transfer(&job.id, generation, outcome).await;
+    }
+
+    /// What a plugin call working for `job` may know of it.
+    fn job_context(&self, job: &Job, cancel: CancellationToken) -> JobContext {
+        JobContext {
+            job_id: job.id.clone(),
+            headers: job.settings.headers.clone(),
+            credentials: job.settings.credentials.clone(),
+            max_redirects: self.inner.config.max_redirects,
+            cancel,
+        }
     }
 
     async fn download_files(
@@ -838,18 +864,68 @@ impl Engine {
                 if let Some(next) = engine_step(job.state, EngineEvent::BytesMoving) {
                     job.state = next;
                 }
-                let interval = self.inner.config.notification_interval;
-                notify = slot
-                    .last_progress_event
-                    .is_none_or(|t| now.saturating_sub(t) >= interval);
-                if notify {
-                    slot.last_progress_event = Some(now);
-                }
+                notify = slot.coalesced_progress(now, self.inner.config.notification_interval);
             }
         });
         if let Some(job) = updated
             && moved
         {
+            self.inner.save(&job).map_err(|e| store_error(&e))?;
+            if notify {
+                self.inner.publish(&job, EventKind::Progress);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what an upload call reported: the bytes the server
+    /// acknowledged and its session. The session is recorded even when the
+    /// call was stopped meanwhile (suspended, preempted): it is a fact about
+    /// the server, and the next attempt resumes it.
+    fn upload_checkpoint(
+        &self,
+        id: &str,
+        generation: u64,
+        progress: &UploadProgress,
+    ) -> Result<(), TransferError> {
+        let acknowledged = progress.acknowledged.load(Ordering::Acquire);
+        let session = progress
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let now = self.inner.clock.monotonic();
+        let (mut moved, mut notify) = (false, false);
+        let updated = self.with_slot_if(id, generation, |slot| {
+            let job = &mut slot.job;
+            moved = job.files[0].bytes_transferred != acknowledged;
+            let changed = moved || (session.is_some() && job.upload_session != session);
+            job.files[0].bytes_transferred = acknowledged;
+            if session.is_some() {
+                job.upload_session = session.clone();
+            }
+            if !changed {
+                return;
+            }
+            job.timers.idle = Duration::ZERO;
+            job.timers.without_progress = None;
+            if let Some(next) = engine_step(job.state, EngineEvent::BytesMoving) {
+                job.state = next;
+            }
+            notify = moved && slot.coalesced_progress(now, self.inner.config.notification_interval);
+        });
+        let updated = match updated {
+            Some(job) => Some(job),
+            None => session.as_ref().and_then(|session| {
+                let mut changed = false;
+                let job = self.with_job(id, |job| {
+                    changed = job.upload_session.as_ref() != Some(session);
+                    job.upload_session = Some(session.clone());
+                });
+                job.filter(|_| changed)
+            }),
+        };
+        if let Some(job) = updated {
             self.inner.save(&job).map_err(|e| store_error(&e))?;
             if notify {
                 self.inner.publish(&job, EventKind::Progress);
@@ -876,47 +952,40 @@ impl Engine {
         let handle = open_source(&file.local).map_err(attach)?;
         let source = Source::new(Arc::new(handle), size);
         let progress = source.progress();
+        let session = self.current_session(&job.id);
         let request = crate::plugin::UploadRequest {
             url: file.remote.clone(),
             size,
-            session: self.current_session(&job.id),
+            session: session.clone(),
             want_reply: job.job_type == JobType::UploadReply,
         };
         let call = self.inner.runtime.upload(request, context, source);
         tokio::pin!(call);
-        let record = |engine: &Engine| {
-            let acknowledged = progress.acknowledged.load(Ordering::Acquire);
-            let session = progress
-                .session
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let updated = engine.with_job_if(&job.id, generation, |job| {
-                let changed = job.files[0].bytes_transferred != acknowledged
-                    || (session.is_some() && job.upload_session != session);
-                job.files[0].bytes_transferred = acknowledged;
-                if session.is_some() {
-                    job.upload_session = session.clone();
-                }
-                if changed {
-                    job.timers.idle = Duration::ZERO;
-                    job.timers.without_progress = None;
-                    if let Some(next) = engine_step(job.state, EngineEvent::BytesMoving) {
-                        job.state = next;
-                    }
-                }
-            });
-            if let Some(job) = updated {
-                let _ = engine.inner.save(&job);
-            }
-        };
+        let config = &self.inner.config;
+        let mut recorded = (0, session);
+        let mut last = tokio::time::Instant::now();
         let result = loop {
             tokio::select! {
                 result = &mut call => break result,
-                () = tokio::time::sleep(self.inner.config.checkpoint_interval) => record(self),
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    let acknowledged = progress.acknowledged.load(Ordering::Acquire);
+                    let session = progress.session.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    // A new session is saved at once: it is what lets an
+                    // interrupted upload resume instead of starting over.
+                    let due = (session.is_some() && session != recorded.1)
+                        || acknowledged.saturating_sub(recorded.0) >= config.checkpoint_bytes
+                        || (acknowledged != recorded.0 && last.elapsed() >= config.checkpoint_interval);
+                    if due {
+                        self.upload_checkpoint(&job.id, generation, &progress)
+                            .map_err(attach)?;
+                        recorded = (acknowledged, session);
+                        last = tokio::time::Instant::now();
+                    }
+                }
             }
         };
-        record(self);
+        self.upload_checkpoint(&job.id, generation, &progress)
+            .map_err(attach)?;
         let reply = result.map_err(attach)?;
         let reply = match reply {
             Some(reply) => {
@@ -1008,13 +1077,17 @@ impl Engine {
         self.schedule();
     }
 
-    fn cancel_upload_in_background(&self, id: String, url: String, session: String) {
+    /// Cancels an upload's server session, retrying transient failures. The
+    /// request carries the job's headers and credentials: the server that
+    /// took the upload may well want them to delete it.
+    fn cancel_upload_in_background(&self, job: &Job, url: String, session: String) {
         let runtime = self.inner.runtime.clone();
         let shutdown = self.inner.shutdown.clone();
+        let mut pause = self.inner.config.upload_cancel_retry;
+        let context = self.job_context(job, CancellationToken::new());
+        let id = job.id.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
-            let mut pause = Duration::from_secs(5);
-            let context = JobContext::new(&id);
             while tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() {
                 match runtime.cancel_upload(&url, &session, &context).await {
                     Ok(()) => return,

@@ -110,3 +110,26 @@ pub fn request(url: &str, offset: u64) -> DownloadRequest {
         validator: None,
     }
 }
+
+/// The upload test plugin (`testup`): its manifest and component bytes.
+pub fn upload_plugin() -> (String, Vec<u8>) {
+    let manifest_path = concat!(env!("CARGO_MANIFEST_DIR"), "/plugins/upload/manifest.toml");
+    let manifest = std::fs::read_to_string(manifest_path).expect("the upload manifest is readable");
+    let wasm = std::fs::read(env!("FERRY_UPLOAD_PLUGIN"))
+        .expect("the build script built the upload plugin");
+    (manifest, wasm)
+}
+
+/// The reply processor test plugin (`reply-upper`): its manifest and
+/// component bytes.
+pub fn reply_upper_plugin() -> (String, Vec<u8>) {
+    let manifest_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/plugins/reply-upper/manifest.toml"
+    );
+    let manifest =
+        std::fs::read_to_string(manifest_path).expect("the reply-upper manifest is readable");
+    let wasm = std::fs::read(env!("FERRY_REPLY_UPPER_PLUGIN"))
+        .expect("the build script built the reply-upper plugin");
+    (manifest, wasm)
+}

@@ -12,9 +12,12 @@
 //! [`Resource::pattern`] of several GiB costs no memory and can be pulled at
 //! benchmark speed. The server stops when its handle is dropped or
 //! [`TestServer::shutdown`] is called.
+//!
+//! Uploads go to a resumable upload endpoint in the style of the tus core protocol
+//! ([`TestServer::accept_uploads`], scripted with an [`UploadEndpoint`]); tests read
+//! back what each upload received ([`TestServer::upload`]).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -27,6 +30,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -702,6 +707,8 @@ struct Inner {
     resources: HashMap<String, Resource>,
     requests: Vec<RecordedRequest>,
     sent: HashMap<String, Arc<AtomicU64>>,
+    upload_endpoints: HashMap<String, UploadEndpoint>,
+    uploads: Vec<Upload>,
 }
 
 #[derive(Default)]
@@ -828,6 +835,49 @@ impl TestServer {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
+    /// Accepts resumable uploads under `prefix` (e.g. `/uploads`), replacing any
+    /// endpoint there: `POST prefix` creates an upload, `HEAD`, `PATCH` and `DELETE`
+    /// on `prefix/ID` ask, append and delete (see [`UploadEndpoint`]).
+    pub fn accept_uploads(&self, prefix: &str) {
+        self.accept_uploads_with(prefix, UploadEndpoint::default());
+    }
+
+    /// Like [`TestServer::accept_uploads`], with replies and faults scripted.
+    pub fn accept_uploads_with(&self, prefix: &str, endpoint: UploadEndpoint) {
+        self.shared
+            .lock()
+            .upload_endpoints
+            .insert(prefix.trim_end_matches('/').to_owned(), endpoint);
+    }
+
+    /// Changes the upload endpoint at `prefix` in place, e.g.
+    /// `server.update_uploads("/up", |e| e.apply(|e| e.unavailable_once()))`.
+    ///
+    /// Panics if no endpoint is at `prefix`.
+    pub fn update_uploads(&self, prefix: &str, f: impl FnOnce(&mut UploadEndpoint)) {
+        let mut inner = self.shared.lock();
+        let endpoint = inner
+            .upload_endpoints
+            .get_mut(prefix.trim_end_matches('/'))
+            .unwrap_or_else(|| panic!("test server: no upload endpoint at {prefix}"));
+        f(endpoint);
+    }
+
+    /// Every upload created so far, in creation order.
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.shared.lock().uploads.clone()
+    }
+
+    /// The upload at `path` (its `Location`, e.g. `/uploads/1`), as it is now.
+    pub fn upload(&self, path: &str) -> Option<Upload> {
+        self.shared
+            .lock()
+            .uploads
+            .iter()
+            .find(|u| u.path == path)
+            .cloned()
+    }
+
     /// Stops the server now: the port refuses new connections and open connections
     /// are closed (as when the handle is dropped).
     pub fn shutdown(self) {
@@ -875,9 +925,15 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+        async move {
+            match upload_endpoint(&shared, req.uri().path()) {
+                // An error makes hyper close the connection: an injected drop.
+                Some(prefix) => handle_upload(&shared, &prefix, req).await,
+                None => Ok(handle(&shared, req).await),
+            }
+        }
     });
     // Errors here are clients going away or injected drops: nothing to report.
     let _ = hyper::server::conn::http1::Builder::new()
@@ -918,7 +974,22 @@ impl Plan {
 }
 
 async fn handle<B>(shared: &Shared, req: Request<B>) -> Response<ServeBody> {
-    let recorded = RecordedRequest {
+    let recorded = record(&req);
+    let plan = plan(shared, req.method(), recorded);
+    if let Some(delay) = plan.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let mut response = Response::builder().status(plan.status);
+    for (name, value) in &plan.headers {
+        response = response.header(name.as_str(), value.as_str());
+    }
+    response
+        .body(plan.body)
+        .expect("test server built an invalid response")
+}
+
+fn record<B>(req: &Request<B>) -> RecordedRequest {
+    RecordedRequest {
         method: req.method().as_str().to_owned(),
         path: req
             .uri()
@@ -934,18 +1005,7 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response<ServeBody> {
                 )
             })
             .collect(),
-    };
-    let plan = plan(shared, req.method(), recorded);
-    if let Some(delay) = plan.delay {
-        tokio::time::sleep(delay).await;
     }
-    let mut response = Response::builder().status(plan.status);
-    for (name, value) in &plan.headers {
-        response = response.header(name.as_str(), value.as_str());
-    }
-    response
-        .body(plan.body)
-        .expect("test server built an invalid response")
 }
 
 /// Records the request and decides the answer.
@@ -1202,6 +1262,285 @@ fn parse_range(header: &str, len: u64) -> RangeRequest {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Uploads
+// ---------------------------------------------------------------------------
+
+/// How a resumable upload endpoint answers and misbehaves.
+///
+/// The protocol is the core of tus 1.0: `POST PREFIX` with `Upload-Length` creates
+/// an upload (201, `Location: PREFIX/ID`); `HEAD PREFIX/ID` tells its
+/// `Upload-Offset`; `PATCH PREFIX/ID` with an `Upload-Offset` equal to the bytes
+/// held appends its body (409 otherwise) and answers 204 with the new
+/// `Upload-Offset`, or 200 with the reply once every byte is there; `DELETE
+/// PREFIX/ID` deletes it (204), after which it is 404. What a `PATCH` sent is kept
+/// even when its connection breaks off; a newer request for the same upload stops
+/// an older `PATCH` still in flight (its client has given up on it), so a resumed
+/// upload never races the bytes of an abandoned one.
+#[derive(Clone, Debug, Default)]
+pub struct UploadEndpoint {
+    reply: Option<Bytes>,
+    unavailable: u32,
+    drop_after: Option<u64>,
+    rate: Option<u64>,
+}
+
+impl UploadEndpoint {
+    /// The body of the final answer of every upload. The default is a small JSON
+    /// object: `{"upload":"PATH","received":N}`.
+    pub fn reply(mut self, body: impl Into<Bytes>) -> Self {
+        self.reply = Some(body.into());
+        self
+    }
+
+    /// Answers the next `times` requests (any method) with 503.
+    pub fn unavailable(mut self, times: u32) -> Self {
+        self.unavailable = times;
+        self
+    }
+
+    /// Answers the next request with 503.
+    pub fn unavailable_once(self) -> Self {
+        self.unavailable(1)
+    }
+
+    /// Keeps the first `n_bytes` of the next `PATCH` body, then closes its
+    /// connection without answering.
+    pub fn drop_patch_after(mut self, n_bytes: u64) -> Self {
+        self.drop_after = Some(n_bytes);
+        self
+    }
+
+    /// Reads `PATCH` bodies at about `bytes_per_sec`.
+    pub fn slow(mut self, bytes_per_sec: u64) -> Self {
+        assert!(bytes_per_sec > 0, "slow(0) would never receive anything");
+        self.rate = Some(bytes_per_sec);
+        self
+    }
+
+    /// Reads `PATCH` bodies as fast as they come again.
+    pub fn fast(mut self) -> Self {
+        self.rate = None;
+        self
+    }
+
+    /// Applies builder-style modifiers in place, e.g. inside
+    /// [`TestServer::update_uploads`].
+    pub fn apply(&mut self, f: impl FnOnce(UploadEndpoint) -> UploadEndpoint) {
+        *self = f(std::mem::take(self));
+    }
+}
+
+/// One upload as the server holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    /// Its path, as sent in `Location` (e.g. `/uploads/1`).
+    pub path: String,
+    /// The `Upload-Length` it was created with.
+    pub length: u64,
+    /// The bytes received so far.
+    pub received: Vec<u8>,
+    /// Whether it was deleted (`DELETE`).
+    pub deleted: bool,
+    /// Bumped by each request for the upload: only the `PATCH` that holds the
+    /// current value may append.
+    writer: u64,
+}
+
+impl Upload {
+    /// Whether every byte arrived.
+    pub fn is_complete(&self) -> bool {
+        self.received.len() as u64 == self.length
+    }
+}
+
+/// The prefix of the upload endpoint serving `path`, if any.
+fn upload_endpoint(shared: &Shared, path: &str) -> Option<String> {
+    let inner = shared.lock();
+    inner
+        .upload_endpoints
+        .keys()
+        .find(|prefix| {
+            path == prefix.as_str()
+                || path
+                    .strip_prefix(prefix.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        })
+        .cloned()
+}
+
+/// A response with a short body of the upload endpoint.
+fn upload_answer(
+    status: StatusCode,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Response<ServeBody> {
+    let mut response = Response::builder()
+        .status(status)
+        .header("tus-resumable", "1.0.0")
+        .header("cache-control", "no-store")
+        .header("content-length", body.len().to_string());
+    for (name, value) in headers {
+        response = response.header(*name, value.as_str());
+    }
+    response
+        .body(ServeBody::text(body))
+        .expect("test server built an invalid response")
+}
+
+/// Serves one request of the upload endpoint at `prefix`. An `Err` closes the
+/// connection without an answer (an injected drop).
+async fn handle_upload(
+    shared: &Shared,
+    prefix: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ServeBody>, std::io::Error> {
+    let recorded = record(&req);
+    let path = recorded.path_only().to_owned();
+    let simple =
+        |status: StatusCode| upload_answer(status, &[], Bytes::from(format!("{status}\n")));
+    let (drop_after, rate, writer) = {
+        let mut inner = shared.lock();
+        inner.requests.push(recorded.clone());
+        let Inner {
+            upload_endpoints,
+            uploads,
+            ..
+        } = &mut *inner;
+        let endpoint = upload_endpoints
+            .get_mut(prefix)
+            .expect("the endpoint was found for this request");
+        if endpoint.unavailable > 0 {
+            endpoint.unavailable -= 1;
+            return Ok(simple(StatusCode::SERVICE_UNAVAILABLE));
+        }
+        let method = req.method().clone();
+        if path == prefix {
+            if method != Method::POST {
+                return Ok(simple(StatusCode::METHOD_NOT_ALLOWED));
+            }
+            let Some(length) = recorded
+                .header("upload-length")
+                .and_then(|v| v.trim().parse().ok())
+            else {
+                return Ok(simple(StatusCode::BAD_REQUEST));
+            };
+            let location = format!("{prefix}/{}", uploads.len() + 1);
+            uploads.push(Upload {
+                path: location.clone(),
+                length,
+                received: Vec::new(),
+                deleted: false,
+                writer: 0,
+            });
+            return Ok(upload_answer(
+                StatusCode::CREATED,
+                &[("location", location)],
+                Bytes::new(),
+            ));
+        }
+        let Some(upload) = uploads.iter_mut().find(|u| u.path == path && !u.deleted) else {
+            return Ok(simple(StatusCode::NOT_FOUND));
+        };
+        upload.writer += 1;
+        let writer = upload.writer;
+        let held = upload.received.len().to_string();
+        let offset = || ("upload-offset", held.clone());
+        match method {
+            Method::HEAD => {
+                let length = ("upload-length", upload.length.to_string());
+                return Ok(upload_answer(
+                    StatusCode::OK,
+                    &[offset(), length],
+                    Bytes::new(),
+                ));
+            }
+            Method::DELETE => {
+                upload.deleted = true;
+                return Ok(upload_answer(StatusCode::NO_CONTENT, &[], Bytes::new()));
+            }
+            Method::PATCH => {}
+            _ => return Ok(simple(StatusCode::METHOD_NOT_ALLOWED)),
+        }
+        let claimed: Option<usize> = recorded
+            .header("upload-offset")
+            .and_then(|v| v.trim().parse().ok());
+        if claimed != Some(upload.received.len()) {
+            let status = if claimed.is_some() {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return Ok(upload_answer(status, &[offset()], Bytes::new()));
+        }
+        (endpoint.drop_after.take(), endpoint.rate, writer)
+    };
+
+    // Append the body as it arrives, so a broken-off PATCH keeps what it sent.
+    let mut body = req.into_body();
+    let started = Instant::now();
+    let mut taken = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map(|f| f.into_data()) else {
+            break; // the client went away: keep what arrived
+        };
+        let Ok(mut data) = data else { continue };
+        let dropping = drop_after.is_some_and(|n| taken + data.len() as u64 >= n);
+        if let Some(n) = drop_after.filter(|_| dropping) {
+            data.truncate((n - taken) as usize);
+        }
+        {
+            let mut inner = shared.lock();
+            let Some(upload) = inner.uploads.iter_mut().find(|u| u.path == path) else {
+                break;
+            };
+            if upload.writer != writer {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "test server: a newer request took over the upload",
+                ));
+            }
+            if (upload.received.len() + data.len()) as u64 > upload.length {
+                return Ok(simple(StatusCode::BAD_REQUEST));
+            }
+            upload.received.extend_from_slice(&data);
+        }
+        taken += data.len() as u64;
+        if dropping {
+            tokio::time::sleep(DROP_FLUSH_DELAY).await;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "test server: injected connection drop",
+            ));
+        }
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(taken as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
+    let inner = shared.lock();
+    let Some(upload) = inner.uploads.iter().find(|u| u.path == path) else {
+        return Ok(simple(StatusCode::NOT_FOUND));
+    };
+    let offset = [("upload-offset", upload.received.len().to_string())];
+    if !upload.is_complete() {
+        return Ok(upload_answer(StatusCode::NO_CONTENT, &offset, Bytes::new()));
+    }
+    let reply = inner
+        .upload_endpoints
+        .get(prefix)
+        .and_then(|e| e.reply.clone());
+    let reply = reply.unwrap_or_else(|| {
+        Bytes::from(format!(
+            "{{\"upload\":\"{}\",\"received\":{}}}",
+            upload.path,
+            upload.received.len()
+        ))
+    });
+    Ok(upload_answer(StatusCode::OK, &offset, reply))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1228,15 +1567,44 @@ mod tests {
 
     /// Sends one request with `Connection: close` and reads the answer until EOF.
     async fn send(server: &TestServer, method: &str, path: &str, headers: &[(&str, &str)]) -> Raw {
+        let raw = exchange(server, method, path, headers, None).await;
+        parse(&raw, method == "HEAD")
+    }
+
+    /// Like [`send`], with a body and its `Content-Length`.
+    async fn send_body(
+        server: &TestServer,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Raw {
+        let raw = exchange(server, method, path, headers, Some(body)).await;
+        parse(&raw, method == "HEAD")
+    }
+
+    /// Sends one request and returns the raw bytes of the answer.
+    async fn exchange(
+        server: &TestServer,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Vec<u8> {
         let mut request =
             format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
+        if let Some(body) = body {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         request.push_str("\r\n");
+        let mut request = request.into_bytes();
+        request.extend_from_slice(body.unwrap_or_default());
         let exchange = async {
             let mut stream = TcpStream::connect(server.addr()).await.unwrap();
-            stream.write_all(request.as_bytes()).await.unwrap();
+            stream.write_all(&request).await.unwrap();
             let mut raw = Vec::new();
             // An abrupt close may surface as a reset: keep what arrived.
             let mut buf = vec![0; 64 * 1024];
@@ -1248,10 +1616,9 @@ mod tests {
             }
             raw
         };
-        let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
+        tokio::time::timeout(Duration::from_secs(10), exchange)
             .await
-            .expect("request timed out");
-        parse(&raw, method == "HEAD")
+            .expect("request timed out")
     }
 
     async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> Raw {
@@ -1772,5 +2139,88 @@ mod tests {
             assert!(body == pattern_bytes(0..32 * 1024 * 1024));
         }
         assert_eq!(server.bytes_sent("/p"), 64 * 1024 * 1024);
+    }
+
+    #[tokio::test]
+    async fn uploads_are_created_appended_asked_and_deleted() {
+        let server = TestServer::start().await;
+        server.accept_uploads("/up");
+        let r = send(&server, "POST", "/up", &[]).await;
+        assert_eq!(r.status, 400, "Upload-Length is required");
+        let r = send(&server, "POST", "/up", &[("Upload-Length", "10")]).await;
+        assert_eq!(r.status, 201);
+        assert_eq!(r.header("location"), Some("/up/1"));
+
+        let r = send_body(
+            &server,
+            "PATCH",
+            "/up/1",
+            &[("Upload-Offset", "0")],
+            b"hello",
+        )
+        .await;
+        assert_eq!((r.status, r.header("upload-offset")), (204, Some("5")));
+        let r = send_body(
+            &server,
+            "PATCH",
+            "/up/1",
+            &[("Upload-Offset", "0")],
+            b"again",
+        )
+        .await;
+        assert_eq!((r.status, r.header("upload-offset")), (409, Some("5")));
+        let r = send(&server, "HEAD", "/up/1", &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("upload-offset"), Some("5"));
+        assert_eq!(r.header("upload-length"), Some("10"));
+
+        let r = send_body(
+            &server,
+            "PATCH",
+            "/up/1",
+            &[("Upload-Offset", "5")],
+            b"world",
+        )
+        .await;
+        assert_eq!((r.status, r.header("upload-offset")), (200, Some("10")));
+        assert_eq!(r.body, br#"{"upload":"/up/1","received":10}"#);
+        let upload = server.upload("/up/1").unwrap();
+        assert_eq!(upload.received, b"helloworld");
+        assert!(upload.is_complete() && !upload.deleted);
+
+        assert_eq!(send(&server, "DELETE", "/up/1", &[]).await.status, 204);
+        assert!(server.upload("/up/1").unwrap().deleted);
+        assert_eq!(send(&server, "HEAD", "/up/1", &[]).await.status, 404);
+        assert_eq!(send(&server, "GET", "/up/1", &[]).await.status, 404);
+        assert_eq!(send(&server, "GET", "/elsewhere", &[]).await.status, 404);
+        let methods: Vec<_> = server.requests().into_iter().map(|r| r.method).collect();
+        assert_eq!(methods.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn upload_faults_drop_keep_and_refuse() {
+        let server = TestServer::start().await;
+        server.accept_uploads_with(
+            "/up",
+            UploadEndpoint::default().reply("done").drop_patch_after(3),
+        );
+        send(&server, "POST", "/up", &[("Upload-Length", "6")]).await;
+        let raw = exchange(
+            &server,
+            "PATCH",
+            "/up/1",
+            &[("Upload-Offset", "0")],
+            Some(&b"abcdef"[..]),
+        )
+        .await;
+        assert!(raw.is_empty(), "the connection closed without an answer");
+        assert_eq!(server.upload("/up/1").unwrap().received, b"abc");
+
+        server.update_uploads("/up", |e| e.apply(|e| e.unavailable_once()));
+        let r = send_body(&server, "PATCH", "/up/1", &[("Upload-Offset", "3")], b"def").await;
+        assert_eq!(r.status, 503);
+        let r = send_body(&server, "PATCH", "/up/1", &[("Upload-Offset", "3")], b"def").await;
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"done"[..]));
+        assert_eq!(server.uploads()[0].received, b"abcdef");
     }
 }

@@ -31,6 +31,10 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
 
+/// The most reply bytes (an upload's reply body, a processor's reply data)
+/// the host takes (WIT `upload-reply`, `replies.process`).
+const MAX_REPLY: usize = 1 << 20;
+
 /// How often the engine's epoch advances: the granularity of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -433,10 +437,18 @@ impl PluginRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        match (result, local) {
-            (Err(_), Some(local)) => Err(local),
-            (result, _) => Ok(result?.reply.map(UploadReply::from)),
+        let reply = match (result, local) {
+            (Err(_), Some(local)) => return Err(local),
+            (result, _) => result?.reply.map(UploadReply::from),
+        };
+        if reply.as_ref().is_some_and(|r| r.body.len() > MAX_REPLY) {
+            return Err(TransferError::fatal(
+                ErrorContext::RemoteApplication,
+                "reply-too-large",
+                format!("the server's reply is larger than {MAX_REPLY} bytes"),
+            ));
         }
+        Ok(reply)
     }
 
     /// Cancels an unfinished upload session on the server.
@@ -483,7 +495,7 @@ impl PluginRuntime {
         };
         let outcome = cancellable(job, call).await;
         let data = settle(&plugin, &store, outcome)?;
-        if data.len() > 1 << 20 {
+        if data.len() > MAX_REPLY {
             return Err(TransferError::fatal(
                 ErrorContext::Plugin,
                 "reply-too-large",
