@@ -170,6 +170,7 @@ pub struct JobTimers {
 pub struct ReplyRecord {
     pub reply: UploadReply,
     /// What the reply processor made of it (at most 1 MiB), if one ran.
+    #[serde(with = "crate::store::base64_bytes::option")]
     pub data: Option<Vec<u8>>,
 }
 

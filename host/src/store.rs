@@ -84,6 +84,46 @@ impl JobStore for SledStore {
     }
 }
 
+/// Byte strings (upload replies, up to 1 MiB) are stored as base64 text, not
+/// as JSON arrays of numbers (which would be 3.5 times their size).
+pub mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+
+    /// The same for an optional byte string.
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            bytes: &Option<Vec<u8>>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match bytes {
+                Some(bytes) => serializer.serialize_some(&STANDARD.encode(bytes)),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Vec<u8>>, D::Error> {
+            Option::<String>::deserialize(deserializer)?
+                .map(|text| STANDARD.decode(text).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +153,34 @@ mod tests {
         let (jobs, unreadable) = store.load_all().unwrap();
         assert_eq!(jobs, vec![job]);
         assert!(unreadable.is_empty());
+    }
+
+    #[test]
+    fn a_reply_at_the_1_mib_limit_is_stored_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = Job::new(
+            "r".into(),
+            JobType::UploadReply,
+            1,
+            "n".into(),
+            Priority::Normal,
+            SystemTime::now(),
+        );
+        let body: Vec<u8> = (0..1u32 << 20).map(|i| (i * 31 % 251) as u8).collect();
+        job.reply = Some(crate::job::ReplyRecord {
+            reply: crate::plugin::UploadReply {
+                status: 200,
+                headers: vec![("content-type".into(), "text/plain".into())],
+                body: body.clone(),
+            },
+            data: Some(body[..1000].to_vec()),
+        });
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.save(&job).unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let (jobs, _) = store.load_all().unwrap();
+        assert_eq!(jobs, vec![job]);
     }
 }

@@ -397,13 +397,11 @@ async fn a_restart_resumes_the_upload_from_the_servers_offset() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_small_reply_is_kept_and_one_over_1_mib_is_an_error() {
+async fn a_reply_of_1_mib_is_kept_and_one_over_1_mib_is_an_error() {
     let server = TestServer::start().await;
-    // A reply at the very limit is not stored here: sled (0.34) hangs
-    // flushing a job record of that size (a 1 MiB reply is ~3.5 MB of JSON).
     server.accept_uploads_with(
         "/fits",
-        UploadEndpoint::default().reply(vec![b'a'; 64 << 10]),
+        UploadEndpoint::default().reply(vec![b'a'; MIB as usize]),
     );
     server.accept_uploads_with(
         "/big",
@@ -417,7 +415,7 @@ async fn a_small_reply_is_kept_and_one_over_1_mib_is_an_error() {
     h.engine().resume(ALICE, &fits).unwrap();
     h.wait_for(&fits, JobState::Transferred).await;
     let reply = h.engine().complete(ALICE, &fits).unwrap().reply.unwrap();
-    assert_eq!(reply.reply.body.len(), 64 << 10);
+    assert_eq!(reply.reply.body.len(), MIB as usize);
 
     // Refused by the plugin, and (when the plugin reads more) by the host.
     for url in [format!("{base}/big"), format!("{base}/big#no-reply-limit")] {

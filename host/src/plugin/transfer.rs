@@ -50,6 +50,7 @@ pub struct UploadRequest {
 pub struct UploadReply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    #[serde(with = "crate::store::base64_bytes")]
     pub body: Vec<u8>,
 }
 
