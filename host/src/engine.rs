@@ -519,6 +519,7 @@ impl Engine {
             .with_job(id, |job| job.state = JobState::Acknowledged)
             .ok_or_else(|| JobRefusal::NotFound(id.to_string()))?;
         self.forget(&job);
+        self.inner.publish(&job, EventKind::State);
         self.schedule();
         Ok(completion)
     }
@@ -1152,7 +1153,8 @@ impl Engine {
         Ok(job)
     }
 
-    /// Removes a job that reached a final state from memory and the store.
+    /// Removes a job that reached a final state from memory and the store
+    /// (the caller publishes the final state).
     fn forget(&self, job: &Job) {
         if let Some(slot) = self.inner.lock().remove(&job.id)
             && let Some(running) = slot.running
@@ -1162,7 +1164,6 @@ impl Engine {
         if let Err(e) = self.inner.store.remove(&job.id) {
             tracing::error!(job = %job.id, "removing from the store failed: {e}");
         }
-        self.inner.publish(job, EventKind::State);
     }
 
     fn with_job(&self, id: &str, change: impl FnOnce(&mut Job)) -> Option<Job> {

@@ -93,6 +93,9 @@ pub fn status_for(code: &str) -> StatusCode {
         "method-not-allowed" => StatusCode::METHOD_NOT_ALLOWED,
         "unsupported-media-type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "store-failed" | "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+        // `complete` could not move a file into place: the job is now in
+        // `error` and can be completed again.
+        "rename-failed" | "sync-failed" => StatusCode::INTERNAL_SERVER_ERROR,
         "shutting-down" => StatusCode::SERVICE_UNAVAILABLE,
         // invalid-argument, invalid-json, invalid-url, invalid-local-path,
         // unsupported-scheme, overlapping-ranges, cannot-open-file, ...
