@@ -379,25 +379,16 @@ impl PluginRuntime {
         let progress = destination.progress();
         let result = self
             .run_transport(&plugin, job, async move |store, transport| {
-                let destination = store.data_mut().table().push(destination)?;
-                let borrowed = wasmtime::component::Resource::new_borrow(destination.rep());
-                let result = transport
-                    .ferry_transfer_transfers()
-                    .call_download(&mut *store, &request.into(), borrowed)
-                    .await;
-                store.data_mut().table().delete(destination)?;
-                result
+                lend(store, destination, async |store, borrowed| {
+                    transport
+                        .ferry_transfer_transfers()
+                        .call_download(store, &request.into(), borrowed)
+                        .await
+                })
+                .await
             })
             .await;
-        let local = progress
-            .local_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        match (result, local) {
-            (Err(_), Some(local)) => Err(local),
-            (result, _) => result,
-        }
+        prefer_local(result, &progress.local_error)
     }
 
     /// Uploads `source`; returns the reply when the request asked for one.
@@ -422,25 +413,18 @@ impl PluginRuntime {
         let progress = source.progress();
         let result = self
             .run_transport(&plugin, job, async move |store, transport| {
-                let source = store.data_mut().table().push(source)?;
-                let borrowed = wasmtime::component::Resource::new_borrow(source.rep());
-                let result = transport
-                    .ferry_transfer_transfers()
-                    .call_upload(&mut *store, &request.into(), borrowed)
-                    .await;
-                store.data_mut().table().delete(source)?;
-                result
+                lend(store, source, async |store, borrowed| {
+                    transport
+                        .ferry_transfer_transfers()
+                        .call_upload(store, &request.into(), borrowed)
+                        .await
+                })
+                .await
             })
             .await;
-        let local = progress
-            .local_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let reply = match (result, local) {
-            (Err(_), Some(local)) => return Err(local),
-            (result, _) => result?.reply.map(UploadReply::from),
-        };
+        let reply = prefer_local(result, &progress.local_error)?
+            .reply
+            .map(UploadReply::from);
         if reply.as_ref().is_some_and(|r| r.body.len() > MAX_REPLY) {
             return Err(TransferError::fatal(
                 ErrorContext::RemoteApplication,
@@ -484,14 +468,13 @@ impl PluginRuntime {
         let mut store = self.new_store(&plugin, job);
         let call = async {
             let processor: ReplyProcessor = pre.instantiate_async(&mut store).await?;
-            let file = store.data_mut().table().push(file)?;
-            let borrowed = wasmtime::component::Resource::new_borrow(file.rep());
-            let result = processor
-                .ferry_transfer_replies()
-                .call_process(&mut store, &reply.into(), borrowed)
-                .await;
-            store.data_mut().table().delete(file)?;
-            result
+            lend(&mut store, file, async |store, borrowed| {
+                processor
+                    .ferry_transfer_replies()
+                    .call_process(store, &reply.into(), borrowed)
+                    .await
+            })
+            .await
         };
         let outcome = cancellable(job, call).await;
         let data = settle(&plugin, &store, outcome)?;
@@ -607,6 +590,35 @@ impl PluginRuntime {
             tracing::warn!(dir = %dir.display(), "cannot cache compiled plugin code: {e}");
         }
         Ok(component)
+    }
+}
+
+/// Puts `value` in the store's table, lends it to `call` as a borrowed
+/// resource, and takes it back afterwards.
+async fn lend<T: Send + 'static, R>(
+    store: &mut Store<PluginState>,
+    value: T,
+    call: impl AsyncFnOnce(
+        &mut Store<PluginState>,
+        wasmtime::component::Resource<T>,
+    ) -> wasmtime::Result<R>,
+) -> wasmtime::Result<R> {
+    let owned = store.data_mut().table().push(value)?;
+    let borrowed = wasmtime::component::Resource::new_borrow(owned.rep());
+    let result = call(store, borrowed).await;
+    store.data_mut().table().delete(owned)?;
+    result
+}
+
+/// A failure of the host's own file outranks what the plugin made of it.
+fn prefer_local<R>(
+    result: Result<R, TransferError>,
+    local: &std::sync::Mutex<Option<TransferError>>,
+) -> Result<R, TransferError> {
+    let local = local.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match (result, local) {
+        (Err(_), Some(local)) => Err(local),
+        (result, _) => result,
     }
 }
 
