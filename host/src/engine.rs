@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::error::{ErrorClass, ErrorContext, TransferError};
 use crate::events::{Event, EventBus, EventKind};
 use crate::files::TempFile;
+use crate::identity::as_owner;
 use crate::job::{
     ByteRange, EngineEvent, Job, JobError, JobFile, JobRefusal, JobSettings, JobState, JobType,
     MIN_RETRY_DELAY, Operation, Priority, ReplyRecord, check_local_path, check_ranges, engine_step,
@@ -433,14 +434,7 @@ impl Engine {
     pub fn cancel(&self, caller: Caller, id: &str) -> Refusal<()> {
         let job = self.modify(caller, id, Operation::Cancel, |_| Ok(()))?;
         self.forget(&job);
-        for file in &job.files {
-            if job.job_type == JobType::Download
-                && let Ok(temp) = TempFile::reopen(&file.local, &temp_tag(&job.id))
-                && let Err(e) = temp.remove()
-            {
-                tracing::warn!(job = %job.id, "cannot delete {}: {e}", temp.path().display());
-            }
-        }
+        delete_temp_files(&job);
         // A finished upload stays on the server; only a session still open
         // is cancelled there.
         if job.job_type != JobType::Download
@@ -483,15 +477,17 @@ impl Engine {
                     completion.files.push(file.local.clone());
                     continue;
                 }
-                let temp = TempFile::reopen(&file.local, &tag);
                 if !file.complete {
                     completion.partial = true;
-                    if let Ok(temp) = temp {
-                        let _ = temp.remove();
-                    }
+                    as_owner(job.owner, || {
+                        TempFile::reopen(&file.local, &tag).and_then(|t| t.remove())
+                    })
+                    .ok();
                     continue;
                 }
-                let moved = temp.and_then(|temp| temp.finish());
+                let moved = as_owner(job.owner, || {
+                    TempFile::reopen(&file.local, &tag).and_then(|t| t.finish())
+                });
                 match moved {
                     Ok(path) => {
                         completion.files.push(path);
@@ -641,11 +637,7 @@ impl Engine {
         for (job, kind) in changed {
             if job.state == JobState::Cancelled {
                 self.forget(&job);
-                for file in &job.files {
-                    if let Ok(temp) = TempFile::reopen(&file.local, &temp_tag(&job.id)) {
-                        let _ = temp.remove();
-                    }
-                }
+                delete_temp_files(&job);
             } else if let Err(e) = inner.save(&job) {
                 tracing::error!(job = %job.id, "saving failed: {e}");
             }
@@ -747,7 +739,7 @@ impl Engine {
                 error,
                 file: Some(index),
             };
-            let temp = open_temp(file, &tag, job.owner).map_err(attach)?;
+            let temp = as_owner(job.owner, || open_temp(file, &tag, job.owner)).map_err(attach)?;
             // Segments: the whole file, or each range not yet done, packed.
             let done = self
                 .current_file(&job.id, index)
@@ -950,7 +942,7 @@ impl Engine {
             file: Some(0),
         };
         let size = file.bytes_total.unwrap_or(0);
-        let handle = open_source(&file.local).map_err(attach)?;
+        let handle = as_owner(job.owner, || open_source(&file.local)).map_err(attach)?;
         let source = Source::new(Arc::new(handle), size);
         let progress = source.progress();
         let session = self.current_session(&job.id);
@@ -1257,6 +1249,24 @@ fn temp_tag(id: &str) -> String {
         .filter(|c| c.is_ascii_hexdigit())
         .take(12)
         .collect()
+}
+
+/// Deletes every temporary file of a download job (cancel, abandonment).
+fn delete_temp_files(job: &Job) {
+    if job.job_type != JobType::Download {
+        return;
+    }
+    let tag = temp_tag(&job.id);
+    for file in &job.files {
+        let removed = as_owner(job.owner, || {
+            TempFile::reopen(&file.local, &tag).and_then(|t| t.remove())
+        });
+        if let Err(e) = removed
+            && e.code != "cannot-open-file"
+        {
+            tracing::warn!(job = %job.id, "cannot delete the temporary file of {}: {e}", file.local.display());
+        }
+    }
 }
 
 /// Opens a file's temporary file: creates it for a fresh transfer, reopens

@@ -151,6 +151,31 @@ pub fn give_to_owner(file: &std::fs::File, owner: u32) -> std::io::Result<()> {
     std::os::unix::fs::fchown(file, Some(who.uid), Some(who.gid))
 }
 
+/// Runs `op` on this thread with the filesystem identity (fsuid and fsgid)
+/// of job owner `owner`, when the daemon runs as root. The kernel then checks
+/// every path `op` touches as that user, at the moment it touches it: a
+/// directory or symlink swapped in after the job was added cannot lend the
+/// daemon its rights. `op` must not await (the identity is the thread's).
+/// Supplementary groups stay the daemon's.
+pub fn as_owner<T>(owner: u32, op: impl FnOnce() -> T) -> T {
+    if !running_as_root() || owner == 0 {
+        return op();
+    }
+    let who = Identity::of(owner);
+    /// Puts the daemon's own filesystem identity back, even on a panic.
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            nix::unistd::setfsuid(Uid::from_raw(0));
+            nix::unistd::setfsgid(Gid::from_raw(0));
+        }
+    }
+    let _restore = Restore;
+    nix::unistd::setfsgid(Gid::from_raw(who.gid));
+    nix::unistd::setfsuid(Uid::from_raw(who.uid));
+    op()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

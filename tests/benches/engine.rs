@@ -70,7 +70,7 @@ async fn main() {
     // 1. Lifecycles per second.
     let lifecycles = env_usize("FERRY_BENCH_LIFECYCLES", 300);
     let state = tempfile::tempdir().unwrap();
-    let downloads = tempfile::tempdir().unwrap();
+    let downloads = ferry_tests::fixtures::shared_dir();
     let engine = open(state.path(), &runtime, EngineConfig::default());
     let started = Instant::now();
     for i in 0..lifecycles {

@@ -133,3 +133,19 @@ pub fn reply_upper_plugin() -> (String, Vec<u8>) {
         .expect("the build script built the reply-upper plugin");
     (manifest, wasm)
 }
+
+/// A temporary directory every user may write. Tests run jobs for made-up
+/// uids, and when they run as root the engine creates files with the job
+/// owner's rights, as a root daemon does.
+pub fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    open_to_all(dir.path());
+    dir
+}
+
+/// Makes a directory writable by every user (see [`shared_dir`]).
+pub fn open_to_all(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+        .expect("the mode can be set");
+}

@@ -51,7 +51,7 @@ impl Lcg {
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_engine_at_random_moments_loses_nothing() {
     let server = TestServer::start().await;
-    let downloads = tempfile::tempdir().unwrap();
+    let downloads = ferry_tests::fixtures::shared_dir();
     let state = tempfile::tempdir().unwrap();
     let mut pairs = Vec::new();
     for i in 0..FILES {

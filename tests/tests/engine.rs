@@ -6,6 +6,7 @@ use ferry::engine::{Caller, Engine, EngineConfig, Setting};
 use ferry::job::{ByteRange, JobState, JobType, Priority};
 use ferry::plugin::{PluginRuntime, RuntimeConfig};
 use ferry::store::SledStore;
+use ferry_tests::fixtures::{open_to_all, shared_dir};
 use ferry_tests::server::{Resource, TestServer, pattern_bytes};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,7 +54,7 @@ impl Harness {
             clock,
             runtime,
             state,
-            downloads: tempfile::tempdir().unwrap(),
+            downloads: shared_dir(),
             config,
         }
     }
@@ -800,6 +801,7 @@ async fn a_symlink_swapped_in_for_the_destination_directory_is_not_followed() {
     let elsewhere = h.downloads.path().join("elsewhere");
     std::fs::create_dir_all(&real).unwrap();
     std::fs::create_dir_all(&elsewhere).unwrap();
+    open_to_all(&real);
     let id = download_job(&h, &[(&server.url("/f"), &real.join("f"))]);
     h.engine().resume(ALICE, &id).unwrap();
     h.wait_for(&id, JobState::Transferred).await;
@@ -814,4 +816,49 @@ async fn a_symlink_swapped_in_for_the_destination_directory_is_not_followed() {
         "nothing was written through the symlink"
     );
     assert!(result.is_err(), "the swapped directory is refused");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn as_root_files_are_created_with_the_owners_rights() {
+    if !nix_is_root() {
+        println!("skipped: only a root engine acts for other users");
+        return;
+    }
+    let server = TestServer::start().await;
+    server.put("/f", Resource::pattern(1_000));
+    let h = Harness::default();
+    // A directory only root may write: root could, the job's owner may not.
+    let closed = h.downloads.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    let id = download_job(&h, &[(&server.url("/f"), &closed.join("f"))]);
+    h.engine()
+        .set(ALICE, &id, Setting::NoProgressTimeout(Duration::ZERO))
+        .unwrap();
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for(&id, JobState::Error).await;
+    let error = h.engine().get(ALICE, &id).unwrap().error.unwrap().error;
+    assert_eq!(
+        (error.context, error.code.as_str()),
+        (ferry::ErrorContext::LocalFile, "cannot-create-file")
+    );
+    assert_eq!(
+        std::fs::read_dir(&closed).unwrap().count(),
+        0,
+        "nothing was written with root's rights"
+    );
+
+    // In a directory the owner may write, the file is the owner's.
+    let open = h.path("open.bin");
+    let id = download_job(&h, &[(&server.url("/f"), &open)]);
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for(&id, JobState::Transferred).await;
+    h.engine().complete(ALICE, &id).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&open).unwrap().uid(), ALICE.uid);
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
