@@ -26,6 +26,19 @@ pub struct ApiErrorView {
     pub http_status: Option<u16>,
 }
 
+impl ApiErrorView {
+    /// A refusal with only a code and a message.
+    pub fn new(code: &str, message: impl Into<String>) -> ApiErrorView {
+        ApiErrorView {
+            code: code.to_string(),
+            message: message.into(),
+            class: None,
+            context: None,
+            http_status: None,
+        }
+    }
+}
+
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {}", view.code, view.message)]
@@ -38,13 +51,7 @@ impl ApiError {
     pub fn new(code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status: status_for(code),
-            view: ApiErrorView {
-                code: code.to_string(),
-                message: message.into(),
-                class: None,
-                context: None,
-                http_status: None,
-            },
+            view: ApiErrorView::new(code, message),
         }
     }
 

@@ -209,13 +209,7 @@ struct Failure {
 impl Failure {
     fn new(code: &str, message: impl Into<String>, exit: u8) -> Failure {
         Failure {
-            view: ApiErrorView {
-                code: code.to_string(),
-                message: message.into(),
-                class: None,
-                context: None,
-                http_status: None,
-            },
+            view: ApiErrorView::new(code, message),
             exit,
         }
     }
