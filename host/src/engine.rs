@@ -740,30 +740,30 @@ impl Engine {
                 file: Some(index),
             };
             let temp = as_owner(job.owner, || open_temp(file, &tag, job.owner)).map_err(attach)?;
-            // Segments: the whole file, or each range not yet done, packed.
-            let done = self
-                .current_file(&job.id, index)
-                .map_or(0, |f| f.bytes_transferred);
-            for segment in segments(file, done) {
-                let validator = self.current_file(&job.id, index).and_then(|f| f.validator);
-                let request = DownloadRequest {
-                    url: file.remote.clone(),
-                    offset: segment.offset,
-                    end: segment.end,
-                    validator,
-                };
-                let destination = Destination::new(
-                    temp.file(),
-                    segment.offset,
-                    segment.position,
-                    segment.end.is_none(),
-                )
-                .stop_on(context.cancel.clone());
-                let progress = destination.progress();
-                let call = self.inner.runtime.download(request, context, destination);
-                self.with_checkpoints(job, index, &temp, &progress, generation, call)
+            let mut started_over = false;
+            loop {
+                match self
+                    .download_segments(job, index, &temp, context, generation)
                     .await
-                    .map_err(attach)?;
+                {
+                    // The ranges held belong to another version of the
+                    // resource: this file (only) starts over, once per run.
+                    Err(error) if error.code == "resource-changed" && !started_over => {
+                        started_over = true;
+                        temp.truncate(0).map_err(attach)?;
+                        let reset = self.with_job_if(&job.id, generation, |job| {
+                            let f = &mut job.files[index];
+                            f.bytes_transferred = 0;
+                            f.validator = None;
+                        });
+                        if let Some(reset) = reset {
+                            self.inner
+                                .save(&reset)
+                                .map_err(|e| attach(store_error(&e)))?;
+                        }
+                    }
+                    result => break result.map_err(attach)?,
+                }
             }
             let updated = self.with_job_if(&job.id, generation, |job| {
                 let f = &mut job.files[index];
@@ -778,6 +778,43 @@ impl Engine {
                 self.inner
                     .publish(&updated, EventKind::FileTransferred { file: index });
             }
+        }
+        Ok(())
+    }
+
+    /// Downloads what is left of file `index`: the rest of the whole file,
+    /// or each range not yet done, packed one after another.
+    async fn download_segments(
+        &self,
+        job: &Job,
+        index: usize,
+        temp: &TempFile,
+        context: &JobContext,
+        generation: u64,
+    ) -> Result<(), TransferError> {
+        let file = &job.files[index];
+        let done = self
+            .current_file(&job.id, index)
+            .map_or(0, |f| f.bytes_transferred);
+        for segment in segments(file, done) {
+            let validator = self.current_file(&job.id, index).and_then(|f| f.validator);
+            let request = DownloadRequest {
+                url: file.remote.clone(),
+                offset: segment.offset,
+                end: segment.end,
+                validator,
+            };
+            let destination = Destination::new(
+                temp.file(),
+                segment.offset,
+                segment.position,
+                segment.end.is_none(),
+            )
+            .stop_on(context.cancel.clone());
+            let progress = destination.progress();
+            let call = self.inner.runtime.download(request, context, destination);
+            self.with_checkpoints(job, index, temp, &progress, generation, call)
+                .await?;
         }
         Ok(())
     }

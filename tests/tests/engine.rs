@@ -862,3 +862,53 @@ fn nix_is_root() -> bool {
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranges_of_a_resource_that_changed_start_the_file_over() {
+    let server = TestServer::start().await;
+    server.put("/f", Resource::pattern(2_000_000).slow(1_000_000));
+    let h = Harness::new(EngineConfig {
+        checkpoint_interval: Duration::from_millis(100),
+        ..EngineConfig::default()
+    });
+    let id = h
+        .engine()
+        .create(ALICE, JobType::Download, "ranges", Priority::High)
+        .unwrap();
+    let ranges = vec![
+        ByteRange {
+            offset: 0,
+            length: 400_000,
+        },
+        ByteRange {
+            offset: 1_000_000,
+            length: 800_000,
+        },
+    ];
+    h.engine()
+        .add_file(ALICE, &id, &server.url("/f"), &h.path("r"), ranges)
+        .unwrap();
+    h.engine().resume(ALICE, &id).unwrap();
+    for _ in 0..3000 {
+        if h.engine().get(ALICE, &id).unwrap().files[0].bytes_transferred > 500_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.engine().suspend(ALICE, &id).unwrap();
+    server.update("/f", |r| {
+        r.change_content();
+        r.apply(|r| r.slow(u64::MAX / 4));
+    });
+    let new = server.resource("/f").unwrap();
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for(&id, JobState::Transferred).await;
+    h.engine().complete(ALICE, &id).unwrap();
+    let mut expected = new.content(0..400_000);
+    expected.extend(new.content(1_000_000..1_800_000));
+    assert_eq!(
+        std::fs::read(h.path("r")).unwrap(),
+        expected,
+        "every range is of the new version"
+    );
+}
