@@ -366,9 +366,11 @@ impl TestUser {
         })
     }
 
-    /// `ferry ARGS` run as this user, never starting a daemon.
+    /// `ferry ARGS` run as this user, never starting a daemon. The binary
+    /// is the copy in the daemon's directory (see `shared_binary`): the
+    /// build's own directory may not be open to other users.
     fn run(&self, daemon: &Daemon, args: &[&str]) -> Run {
-        let mut command = daemon.command(ferry());
+        let mut command = daemon.command(&daemon.dir.path().join("ferry-cli"));
         command
             .arg("--no-start")
             .args(args)
@@ -412,6 +414,9 @@ fn users_see_and_change_only_their_own_jobs_and_root_sees_all() {
     // Everyone must reach the socket inside the temporary directory.
     std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&daemon.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let shared_binary = daemon.dir.path().join("ferry-cli");
+    std::fs::copy(ferry(), &shared_binary).unwrap();
+    std::fs::set_permissions(&shared_binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     daemon.start(ferry());
 
     // Alice's private download directory.
