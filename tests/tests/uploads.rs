@@ -78,7 +78,7 @@ impl Harness {
             clock,
             runtime: Arc::new(runtime),
             state: tempfile::tempdir().unwrap(),
-            files: tempfile::tempdir().unwrap(),
+            files: ferry_tests::fixtures::shared_dir(),
             config,
             saves: Arc::default(),
         };
