@@ -138,6 +138,21 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("daemon.out")).unwrap_or_default()
     }
 
+    /// Kills the daemon this test started with SIGKILL (a crash) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill the daemon");
+            child.wait().expect("wait for the daemon");
+        }
+    }
+
+    /// Whether the daemon this test started has exited.
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     /// Sends SIGTERM to the daemon this test started and returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
