@@ -104,6 +104,20 @@ impl Daemon {
         )
     }
 
+    /// `ferry create --json` then `ferry add` for each (remote, local) pair;
+    /// returns the new job's id (the job stays suspended).
+    pub fn create_download(&self, binary: &Path, files: &[(&str, &Path)]) -> String {
+        let id = self.run(binary, &["create", "--json"]).ok().json()["id"]
+            .as_str()
+            .expect("create prints the id")
+            .to_string();
+        for (remote, local) in files {
+            let local = local.to_str().expect("a UTF-8 path");
+            self.run(binary, &["add", &id, remote, local]).ok();
+        }
+        id
+    }
+
     /// Starts `ferry daemon` and waits until its socket answers.
     pub fn start(&mut self, binary: &Path) {
         let log = std::fs::File::create(self.dir.path().join("daemon.out")).expect("a log file");

@@ -51,26 +51,17 @@ fn killing_the_daemon_at_random_moments_loses_nothing() {
         "\n[limits]\ncheckpoint-bytes = {CHECKPOINT_BYTES}\ncheckpoint-interval-ms = {CHECKPOINT_MS}\n"
     ));
     daemon.start(ferry());
-    let id = daemon
-        .run(ferry(), &["create", "--name", "crash", "--json"])
-        .ok()
-        .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut paths = Vec::new();
+    let mut files = Vec::new();
     for i in 0..FILES {
         let path = format!("/f{i}");
         server.put(&path, Resource::pattern(SIZE + i * 1000).slow(RATE));
-        let local = downloads.path().join(format!("f{i}"));
-        daemon
-            .run(
-                ferry(),
-                &["add", &id, &server.url(&path), local.to_str().unwrap()],
-            )
-            .ok();
-        paths.push(local);
+        files.push((server.url(&path), downloads.path().join(format!("f{i}"))));
     }
+    let pairs: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_path()))
+        .collect();
+    let id = daemon.create_download(ferry(), &pairs);
     daemon.run(ferry(), &["resume", &id]).ok();
 
     let seed = SystemTime::now()
@@ -112,7 +103,7 @@ fn killing_the_daemon_at_random_moments_loses_nothing() {
     wait_for_job(&daemon, ferry(), &id, |job| job["state"] == "transferred");
     daemon.run(ferry(), &["complete", &id]).ok();
 
-    for (i, path) in paths.iter().enumerate() {
+    for (i, (_, path)) in files.iter().enumerate() {
         let len = SIZE + i as u64 * 1000;
         assert_eq!(
             std::fs::read(path).unwrap(),

@@ -167,10 +167,7 @@ fn every_verb_works_through_the_daemon_with_the_spec_json_fields() {
     assert!(gone.stderr.contains("error not-found"), "{}", gone.stderr);
 
     // Suspend and cancel, resume of an empty job, usage errors.
-    let other = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other = daemon.create_download(ferry(), &[]);
     let empty = daemon.run(ferry(), &["resume", &other, "--json"]);
     assert_eq!((empty.status, error_code(&empty)), (1, "empty".to_string()));
     daemon
@@ -321,16 +318,7 @@ fn sigterm_keeps_a_running_job_and_the_next_daemon_resumes_it() {
     let mut daemon = Daemon::new("[limits]\ncheckpoint-interval-ms = 100\n");
     daemon.start(ferry());
     let dest = daemon.dir.path().join("slow.bin");
-    let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    daemon
-        .run(
-            ferry(),
-            &["add", &id, &server.url("/slow.bin"), dest.to_str().unwrap()],
-        )
-        .ok();
+    let id = daemon.create_download(ferry(), &[(&server.url("/slow.bin"), &dest)]);
     daemon.run(ferry(), &["resume", &id]).ok();
     let before = wait_for_job(&daemon, ferry(), &id, |j| {
         j["files"][0]["bytes_transferred"].as_u64().unwrap_or(0) > 0
@@ -368,16 +356,7 @@ fn watch_follows_a_job_until_it_leaves_the_queue() {
     let mut daemon = Daemon::new("");
     daemon.start(ferry());
     let dest = daemon.dir.path().join("w.bin");
-    let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    daemon
-        .run(
-            ferry(),
-            &["add", &id, &server.url("/w.bin"), dest.to_str().unwrap()],
-        )
-        .ok();
+    let id = daemon.create_download(ferry(), &[(&server.url("/w.bin"), &dest)]);
     let watcher = daemon
         .command(ferry())
         .args(["watch", &id, "--json"])
@@ -407,17 +386,8 @@ fn the_notify_command_runs_on_transferred_and_on_error() {
     let out = daemon.dir.path().join("notified");
     std::fs::create_dir(&out).unwrap();
     for (path, state) in [("/n.bin", "transferred"), ("/gone", "error")] {
-        let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
         let dest = daemon.dir.path().join(format!("dest-{state}"));
-        daemon
-            .run(
-                ferry(),
-                &["add", &id, &server.url(path), dest.to_str().unwrap()],
-            )
-            .ok();
+        let id = daemon.create_download(ferry(), &[(&server.url(path), &dest)]);
         let command = format!(
             "echo \"$FERRY_JOB_ID $FERRY_JOB_STATE\" > '{}/'\"$FERRY_JOB_STATE\"",
             out.display()
