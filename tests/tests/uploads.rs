@@ -342,19 +342,21 @@ async fn suspend_and_resume_continue_from_the_servers_offset() {
     server.update_uploads("/up", |e| e.apply(|e| e.fast()));
     h.engine().resume(ALICE, &id).unwrap();
     h.wait_for(&id, JobState::Transferred).await;
-    assert_eq!(
-        requests(&server, "POST").len(),
-        1,
-        "the session was resumed"
-    );
-    let after = patch_offsets(&server)[patches_before];
+    assert_went_on_from_the_server_offset(&server, patches_before, len);
+    let reply = h.engine().complete(ALICE, &id).unwrap().reply.unwrap();
+    assert_eq!(reply.reply.status, 200);
+}
+
+/// One session only, the PATCHes after `patches_before` went on from at
+/// least 1 MiB, and the server holds the whole source.
+fn assert_went_on_from_the_server_offset(server: &TestServer, patches_before: usize, len: u64) {
+    assert_eq!(requests(server, "POST").len(), 1, "the session was resumed");
+    let after = patch_offsets(server)[patches_before];
     assert!(
         after >= MIB,
         "the upload went on from {after}, not from zero"
     );
     assert_eq!(server.uploads()[0].received, pattern_bytes(0..len));
-    let reply = h.engine().complete(ALICE, &id).unwrap().reply.unwrap();
-    assert_eq!(reply.reply.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -383,17 +385,7 @@ async fn a_restart_resumes_the_upload_from_the_servers_offset() {
     server.update_uploads("/up", |e| e.apply(|e| e.fast()));
     h.engine().tick();
     h.wait_for(&id, JobState::Transferred).await;
-    assert_eq!(
-        requests(&server, "POST").len(),
-        1,
-        "the session was resumed"
-    );
-    let after = patch_offsets(&server)[patches_before];
-    assert!(
-        after >= MIB,
-        "the upload went on from {after}, not from zero"
-    );
-    assert_eq!(server.uploads()[0].received, pattern_bytes(0..len));
+    assert_went_on_from_the_server_offset(&server, patches_before, len);
 }
 
 #[tokio::test(flavor = "multi_thread")]
