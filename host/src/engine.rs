@@ -22,7 +22,7 @@ use crate::plugin::{
     UploadProgress,
 };
 use crate::scheduler::{Candidate, plan};
-use crate::store::JobStore;
+use crate::store::{JobStore, StoreError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -185,7 +185,19 @@ impl Engine {
         }
         let now_wall = clock.wall();
         let mut slots = HashMap::new();
+        let mut server_cancels = Vec::new();
         for mut job in jobs {
+            if job.state.is_final() {
+                // A cancelled upload whose session the server still holds:
+                // cancelling it there goes on, unless its window closed
+                // while the daemon was down.
+                if server_cancel_remaining(&job, now_wall).is_some() {
+                    server_cancels.push(job);
+                } else if let Err(e) = store.remove(&job.id) {
+                    tracing::error!(job = %job.id, "removing from the store failed: {e}");
+                }
+                continue;
+            }
             let down = now_wall.duration_since(job.timers_at).unwrap_or_default();
             job.timers.idle += down;
             if let Some(w) = job.timers.without_progress.as_mut() {
@@ -221,6 +233,9 @@ impl Engine {
                 shutdown: CancellationToken::new(),
             }),
         };
+        for job in server_cancels {
+            engine.cancel_upload_in_background(&job);
+        }
         Ok(engine)
     }
 
@@ -258,10 +273,10 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.tick_timers();
-        let jobs: Vec<Job> = self.inner.lock().values().map(|s| s.job.clone()).collect();
-        for job in jobs {
-            if let Err(e) = self.inner.store.save(&job) {
-                tracing::error!(job = %job.id, "saving at shutdown failed: {e}");
+        let jobs = self.inner.lock();
+        for slot in jobs.values() {
+            if let Err(e) = self.inner.store.save(&slot.job) {
+                tracing::error!(job = %slot.job.id, "saving at shutdown failed: {e}");
             }
         }
     }
@@ -433,16 +448,17 @@ impl Engine {
     /// the background. The job leaves the queue.
     pub fn cancel(&self, caller: Caller, id: &str) -> Refusal<()> {
         let job = self.modify(caller, id, Operation::Cancel, |_| Ok(()))?;
-        self.forget(&job);
-        delete_temp_files(&job);
-        // A finished upload stays on the server; only a session still open
-        // is cancelled there.
-        if job.job_type != JobType::Download
-            && let (Some(session), Some(file)) = (job.upload_session.clone(), job.files.first())
-            && !file.complete
-        {
-            self.cancel_upload_in_background(&job, file.remote.clone(), session);
+        if server_cancel_remaining(&job, self.inner.clock.wall()).is_some() {
+            // The cancelled record stays in the store until the server has
+            // cancelled the session too, so that a restart goes on with it.
+            // (No transfer writes it meanwhile: `modify` took its slot.)
+            self.inner.save(&job)?;
+            self.stop_and_drop(&job.id);
+            self.cancel_upload_in_background(&job);
+        } else {
+            self.forget(&job);
         }
+        delete_temp_files(&job);
         self.schedule();
         Ok(())
     }
@@ -491,7 +507,13 @@ impl Engine {
                 match moved {
                     Ok(path) => {
                         completion.files.push(path);
-                        self.with_job(id, |job| job.files[index].finalized = true);
+                        // Durable at once: a `complete` cut short by a crash
+                        // goes on with the files not yet in place.
+                        if let Some(job) =
+                            self.with_job(id, |job| job.files[index].finalized = true)
+                        {
+                            self.inner.save(&job)?;
+                        }
                     }
                     Err(error) => {
                         let failed = self.with_job(id, |job| {
@@ -633,13 +655,20 @@ impl Engine {
                     changed.push((job.clone(), EventKind::Error));
                 }
             }
+            // Saved under the lock, like every write: no stale copy can land
+            // after an owner's operation.
+            for (job, _) in &changed {
+                if job.state != JobState::Cancelled
+                    && let Err(e) = inner.save(job)
+                {
+                    tracing::error!(job = %job.id, "saving failed: {e}");
+                }
+            }
         }
         for (job, kind) in changed {
             if job.state == JobState::Cancelled {
                 self.forget(&job);
                 delete_temp_files(&job);
-            } else if let Err(e) = inner.save(&job) {
-                tracing::error!(job = %job.id, "saving failed: {e}");
             }
             inner.publish(&job, kind);
         }
@@ -751,30 +780,29 @@ impl Engine {
                     Err(error) if error.code == "resource-changed" && !started_over => {
                         started_over = true;
                         temp.truncate(0).map_err(attach)?;
-                        let reset = self.with_job_if(&job.id, generation, |job| {
-                            let f = &mut job.files[index];
+                        self.save_if_running(&job.id, generation, |slot| {
+                            let f = &mut slot.job.files[index];
                             f.bytes_transferred = 0;
                             f.validator = None;
-                        });
-                        if let Some(reset) = reset {
-                            self.inner
-                                .save(&reset)
-                                .map_err(|e| attach(store_error(&e)))?;
-                        }
+                            true
+                        })
+                        .map_err(|e| attach(store_error(&e)))?;
                     }
                     result => break result.map_err(attach)?,
                 }
             }
-            let updated = self.with_job_if(&job.id, generation, |job| {
-                let f = &mut job.files[index];
-                f.complete = true;
-                f.bytes_total = Some(f.bytes_transferred);
-            });
-            if let Some(updated) = updated {
-                self.inner.save(&updated).map_err(|e| JobError {
+            let updated = self
+                .save_if_running(&job.id, generation, |slot| {
+                    let f = &mut slot.job.files[index];
+                    f.complete = true;
+                    f.bytes_total = Some(f.bytes_transferred);
+                    true
+                })
+                .map_err(|e| JobError {
                     error: store_error(&e),
                     file: Some(index),
                 })?;
+            if let Some(updated) = updated {
                 self.inner
                     .publish(&updated, EventKind::FileTransferred { file: index });
             }
@@ -873,12 +901,11 @@ impl Engine {
             .clone();
         temp.sync()?;
         let now = self.inner.clock.monotonic();
-        let mut moved = false;
         let mut notify = false;
-        let updated = self.with_slot_if(id, generation, |slot| {
+        let updated = self.save_if_running(id, generation, |slot| {
             let job = &mut slot.job;
             let file = &mut job.files[index];
-            moved = written != file.bytes_transferred || restarted;
+            let moved = written != file.bytes_transferred || restarted;
             file.bytes_transferred = written;
             if let Some(remote) = &remote {
                 if file.validator.is_none() || restarted {
@@ -896,14 +923,12 @@ impl Engine {
                 }
                 notify = slot.coalesced_progress(now, self.inner.config.notification_interval);
             }
+            moved
         });
-        if let Some(job) = updated
-            && moved
+        if let Some(job) = updated.map_err(|e| store_error(&e))?
+            && notify
         {
-            self.inner.save(&job).map_err(|e| store_error(&e))?;
-            if notify {
-                self.inner.publish(&job, EventKind::Progress);
-            }
+            self.inner.publish(&job, EventKind::Progress);
         }
         Ok(())
     }
@@ -925,17 +950,19 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let now = self.inner.clock.monotonic();
-        let (mut moved, mut notify) = (false, false);
-        let updated = self.with_slot_if(id, generation, |slot| {
+        let mut notify = false;
+        let mut running = false;
+        let updated = self.save_if_running(id, generation, |slot| {
+            running = true;
             let job = &mut slot.job;
-            moved = job.files[0].bytes_transferred != acknowledged;
+            let moved = job.files[0].bytes_transferred != acknowledged;
             let changed = moved || (session.is_some() && job.upload_session != session);
             job.files[0].bytes_transferred = acknowledged;
             if session.is_some() {
                 job.upload_session = session.clone();
             }
             if !changed {
-                return;
+                return false;
             }
             job.timers.idle = Duration::ZERO;
             job.timers.without_progress = None;
@@ -943,23 +970,21 @@ impl Engine {
                 job.state = next;
             }
             notify = moved && slot.coalesced_progress(now, self.inner.config.notification_interval);
+            true
         });
-        let updated = match updated {
-            Some(job) => Some(job),
-            None => session.as_ref().and_then(|session| {
-                let mut changed = false;
-                let job = self.with_job(id, |job| {
-                    changed = job.upload_session.as_ref() != Some(session);
-                    job.upload_session = Some(session.clone());
-                });
-                job.filter(|_| changed)
-            }),
-        };
-        if let Some(job) = updated {
-            self.inner.save(&job).map_err(|e| store_error(&e))?;
-            if notify {
-                self.inner.publish(&job, EventKind::Progress);
-            }
+        let updated = updated.map_err(|e| store_error(&e))?;
+        if !running && let Some(session) = session {
+            self.save_if_present(id, |job| {
+                let changed = job.upload_session.as_ref() != Some(&session);
+                job.upload_session = Some(session);
+                changed
+            })
+            .map_err(|e| store_error(&e))?;
+        }
+        if let Some(job) = updated
+            && notify
+        {
+            self.inner.publish(&job, EventKind::Progress);
         }
         Ok(())
     }
@@ -1039,14 +1064,14 @@ impl Engine {
             }
             None => None,
         };
-        let updated = self.with_job_if(&job.id, generation, |job| {
+        self.save_if_running(&job.id, generation, |slot| {
+            let job = &mut slot.job;
             job.reply = reply;
             job.files[0].bytes_transferred = job.files[0].bytes_total.unwrap_or(0);
             job.files[0].complete = true;
-        });
-        if let Some(job) = updated {
-            self.inner.save(&job).map_err(|e| attach(store_error(&e)))?;
-        }
+            true
+        })
+        .map_err(|e| attach(store_error(&e)))?;
         Ok(())
     }
 
@@ -1058,10 +1083,14 @@ impl Engine {
         if self.inner.shutdown.is_cancelled() {
             // Interrupted by shutdown: the job stays as it is and is queued
             // again when the engine next opens.
-            self.with_slot_if(id, generation, |slot| slot.running = None);
+            let released = self.save_if_running(id, generation, |slot| {
+                slot.running = None;
+                false
+            });
+            debug_assert!(released.is_ok(), "nothing is saved");
             return;
         }
-        let updated = self.with_slot_if(id, generation, |slot| {
+        let updated = self.save_if_running(id, generation, |slot| {
             slot.running = None;
             let job = &mut slot.job;
             match &outcome {
@@ -1093,44 +1122,79 @@ impl Engine {
                     }
                 }
             }
+            true
         });
-        let Some(job) = updated else {
-            // The job moved on: just release its slot.
-            self.with_job(id, |_| ());
-            self.schedule();
-            return;
+        let job = match updated {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                // The job moved on: its slot is another transfer's or gone.
+                self.schedule();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(job = %id, "saving failed: {e}");
+                match self.inner.lock().get(id) {
+                    Some(slot) => slot.job.clone(),
+                    None => return,
+                }
+            }
         };
-        if let Err(e) = self.inner.save(&job) {
-            tracing::error!(job = %job.id, "saving failed: {e}");
-        }
         self.inner.publish(&job, kind);
         self.schedule();
     }
 
-    /// Cancels an upload's server session, retrying transient failures. The
-    /// request carries the job's headers and credentials: the server that
-    /// took the upload may well want them to delete it.
-    fn cancel_upload_in_background(&self, job: &Job, url: String, session: String) {
-        let runtime = self.inner.runtime.clone();
-        let shutdown = self.inner.shutdown.clone();
+    /// Cancels a cancelled upload's server session, retrying transient
+    /// failures until [`SERVER_CANCEL_WINDOW`] after the cancel. The request
+    /// carries the job's headers and credentials: the server that took the
+    /// upload may well want them to delete it. The job's record leaves the
+    /// store when the server answered (or the window closed); a shutdown
+    /// leaves it for the next start.
+    fn cancel_upload_in_background(&self, job: &Job) {
+        let Some(remaining) = server_cancel_remaining(job, self.inner.clock.wall()) else {
+            return;
+        };
+        let (Some(session), Some(file)) = (job.upload_session.clone(), job.files.first()) else {
+            return;
+        };
+        let Ok(tokio) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(job = %job.id, "no runtime to cancel the upload on the server");
+            return;
+        };
+        let url = file.remote.clone();
+        let engine = self.clone();
         let mut pause = self.inner.config.upload_cancel_retry;
         let context = self.job_context(job, CancellationToken::new());
         let id = job.id.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
-            while tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() {
-                match runtime.cancel_upload(&url, &session, &context).await {
-                    Ok(()) => return,
+        tokio.spawn(async move {
+            let shutdown = engine.inner.shutdown.clone();
+            let deadline = tokio::time::Instant::now() + remaining;
+            loop {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(job = %id, "gave up cancelling the upload on the server");
+                    break;
+                }
+                let cancelled = engine.inner.runtime.cancel_upload(&url, &session, &context);
+                match cancelled.await {
+                    Ok(()) => break,
                     Err(e) if e.is_transient() => {
                         tracing::info!(job = %id, "cancelling the upload on the server failed, retrying: {e}");
-                        tokio::time::sleep(pause).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shutdown.cancelled() => return,
+                        }
                         pause = (pause * 2).min(Duration::from_secs(600));
                     }
                     Err(e) => {
                         tracing::warn!(job = %id, "the server refused to cancel the upload: {e}");
-                        return;
+                        break;
                     }
                 }
+            }
+            if let Err(e) = engine.inner.store.remove(&id) {
+                tracing::error!(job = %id, "removing from the store failed: {e}");
             }
         });
     }
@@ -1185,13 +1249,19 @@ impl Engine {
     /// Removes a job that reached a final state from memory and the store
     /// (the caller publishes the final state).
     fn forget(&self, job: &Job) {
-        if let Some(slot) = self.inner.lock().remove(&job.id)
+        self.stop_and_drop(&job.id);
+        if let Err(e) = self.inner.store.remove(&job.id) {
+            tracing::error!(job = %job.id, "removing from the store failed: {e}");
+        }
+    }
+
+    /// Takes job `id` out of the queue (stopping its transfer); the store
+    /// keeps it.
+    fn stop_and_drop(&self, id: &str) {
+        if let Some(slot) = self.inner.lock().remove(id)
             && let Some(running) = slot.running
         {
             running.cancel.cancel();
-        }
-        if let Err(e) = self.inner.store.remove(&job.id) {
-            tracing::error!(job = %job.id, "removing from the store failed: {e}");
         }
     }
 
@@ -1203,27 +1273,46 @@ impl Engine {
     }
 
     /// Changes the job only if transfer `generation` still runs it.
-    fn with_job_if(&self, id: &str, generation: u64, change: impl FnOnce(&mut Job)) -> Option<Job> {
-        self.with_slot_if(id, generation, |slot| change(&mut slot.job))
-    }
-
-    fn with_slot_if(
+    /// Applies `change` to job `id` while transfer `generation` still runs
+    /// it, and saves the job when `change` says it changed. Both happen under
+    /// the table lock, as every owner operation's save does: a transfer's
+    /// write can never land after a `cancel` or `complete` forgot the job.
+    fn save_if_running(
         &self,
         id: &str,
         generation: u64,
-        change: impl FnOnce(&mut Slot),
-    ) -> Option<Job> {
+        change: impl FnOnce(&mut Slot) -> bool,
+    ) -> Result<Option<Job>, StoreError> {
         let mut jobs = self.inner.lock();
-        let slot = jobs.get_mut(id)?;
+        let Some(slot) = jobs.get_mut(id) else {
+            return Ok(None);
+        };
         if slot
             .running
             .as_ref()
             .is_none_or(|r| r.generation != generation)
         {
-            return None;
+            return Ok(None);
         }
-        change(slot);
-        Some(slot.job.clone())
+        if change(slot) {
+            self.inner.store.save(&slot.job)?;
+        }
+        Ok(Some(slot.job.clone()))
+    }
+
+    /// The same for job `id` whatever runs it (or nothing does).
+    fn save_if_present(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Job) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut jobs = self.inner.lock();
+        if let Some(slot) = jobs.get_mut(id)
+            && change(&mut slot.job)
+        {
+            self.inner.store.save(&slot.job)?;
+        }
+        Ok(())
     }
 
     fn current_file(&self, id: &str, index: usize) -> Option<JobFile> {
@@ -1289,6 +1378,27 @@ fn temp_tag(id: &str) -> String {
 }
 
 /// Deletes every temporary file of a download job (cancel, abandonment).
+/// How long a cancelled upload's session is cancelled on the server, retrying
+/// while the server is unreachable (SPEC §2: up to 24 h).
+pub const SERVER_CANCEL_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// For a cancelled upload whose session is still open on the server: how much
+/// of [`SERVER_CANCEL_WINDOW`] is left, counted from the cancel (`modified`).
+fn server_cancel_remaining(job: &Job, now: std::time::SystemTime) -> Option<Duration> {
+    let unfinished = job.files.first().is_some_and(|f| !f.complete);
+    if job.state != JobState::Cancelled
+        || job.job_type == JobType::Download
+        || job.upload_session.is_none()
+        || !unfinished
+    {
+        return None;
+    }
+    let since = now.duration_since(job.modified).unwrap_or_default();
+    SERVER_CANCEL_WINDOW
+        .checked_sub(since)
+        .filter(|left| !left.is_zero())
+}
+
 fn delete_temp_files(job: &Job) {
     if job.job_type != JobType::Download {
         return;
@@ -1378,6 +1488,6 @@ fn segments(file: &JobFile, done: u64) -> Vec<Segment> {
     out
 }
 
-fn store_error(e: &JobRefusal) -> TransferError {
+fn store_error(e: &impl std::fmt::Display) -> TransferError {
     TransferError::transient(ErrorContext::LocalFile, "store-failed", e.to_string())
 }

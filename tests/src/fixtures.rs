@@ -2,9 +2,11 @@
 //! wants it, the hostile test plugin, and files to download into.
 
 use ferry::TransferError;
+use ferry::job::Job;
 use ferry::plugin::{
     Destination, DownloadProgress, DownloadRequest, JobContext, PluginRuntime, RuntimeConfig,
 };
+use ferry::store::{JobStore, SledStore, StoreError};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
@@ -148,4 +150,58 @@ pub fn open_to_all(dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
         .expect("the mode can be set");
+}
+
+/// A job store's directory that lives as long as the last store opened in
+/// it. An engine's spawned tasks may outlive a test's body, and sled, whose
+/// directory was removed under it, stalls for good in its closing flush.
+#[derive(Clone)]
+pub struct StateDir(Arc<tempfile::TempDir>);
+
+impl StateDir {
+    pub fn new() -> StateDir {
+        StateDir(Arc::new(
+            tempfile::tempdir().expect("a temporary directory"),
+        ))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// Opens the sled store in this directory (refused while an earlier
+    /// store still holds its lock).
+    pub fn open_store(&self) -> Result<StoreInDir, StoreError> {
+        Ok(StoreInDir {
+            store: SledStore::open(self.path())?,
+            _dir: self.clone(),
+        })
+    }
+}
+
+impl Default for StateDir {
+    fn default() -> StateDir {
+        StateDir::new()
+    }
+}
+
+/// The sled store, keeping its directory alive (fields drop in order: the
+/// store closes before the directory may go).
+pub struct StoreInDir {
+    store: SledStore,
+    _dir: StateDir,
+}
+
+impl JobStore for StoreInDir {
+    fn save(&self, job: &Job) -> Result<(), StoreError> {
+        self.store.save(job)
+    }
+
+    fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.store.remove(id)
+    }
+
+    fn load_all(&self) -> Result<(Vec<Job>, Vec<StoreError>), StoreError> {
+        self.store.load_all()
+    }
 }

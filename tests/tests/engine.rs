@@ -5,8 +5,7 @@ use ferry::clock::{Clock, ManualClock};
 use ferry::engine::{Caller, Engine, EngineConfig, Setting};
 use ferry::job::{ByteRange, JobState, JobType, Priority};
 use ferry::plugin::{PluginRuntime, RuntimeConfig};
-use ferry::store::SledStore;
-use ferry_tests::fixtures::{open_to_all, shared_dir};
+use ferry_tests::fixtures::{StateDir, open_to_all, shared_dir};
 use ferry_tests::server::{Resource, TestServer, pattern_bytes};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +30,7 @@ struct Harness {
     engine: Option<Engine>,
     clock: Arc<ManualClock>,
     runtime: Arc<PluginRuntime>,
-    state: tempfile::TempDir,
+    state: StateDir,
     downloads: tempfile::TempDir,
     config: EngineConfig,
 }
@@ -40,8 +39,8 @@ impl Harness {
     fn new(config: EngineConfig) -> Harness {
         let clock = Arc::new(ManualClock::new(SystemTime::now()));
         let runtime = Arc::new(PluginRuntime::with_builtins(RuntimeConfig::default()).unwrap());
-        let state = tempfile::tempdir().unwrap();
-        let store = SledStore::open(state.path()).unwrap();
+        let state = StateDir::new();
+        let store = state.open_store().unwrap();
         let engine = Engine::open(
             config.clone(),
             Box::new(store),
@@ -82,7 +81,7 @@ impl Harness {
     async fn open_again(&self) -> Engine {
         // The old engine's last tasks let go of the store's lock shortly.
         for _ in 0..500 {
-            if let Ok(store) = SledStore::open(self.state.path()) {
+            if let Ok(store) = self.state.open_store() {
                 return Engine::open(
                     self.config.clone(),
                     Box::new(store),
@@ -790,6 +789,34 @@ async fn a_failed_move_leaves_the_job_completable_again() {
     std::fs::remove_dir_all(&dest).unwrap();
     h.engine().complete(ALICE, &id).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..1_000));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_already_moved_stay_moved_when_complete_goes_on_after_a_restart() {
+    let server = TestServer::start().await;
+    server.put("/a", Resource::pattern(1_000));
+    server.put("/b", Resource::pattern(2_000));
+    let mut h = Harness::default();
+    let (a, b) = (h.path("a"), h.path("b"));
+    let id = download_job(&h, &[(&server.url("/a"), &a), (&server.url("/b"), &b)]);
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for(&id, JobState::Transferred).await;
+    std::fs::create_dir(&b).unwrap();
+    std::fs::write(b.join("blocker"), b"x").unwrap();
+    assert_eq!(
+        h.engine().complete(ALICE, &id).unwrap_err().code(),
+        "rename-failed"
+    );
+    assert_eq!(std::fs::read(&a).unwrap(), pattern_bytes(0..1_000));
+    // The first file is in place and the store knows it.
+    h.restart().await;
+    std::fs::remove_dir_all(&b).unwrap();
+    let done = h.engine().complete(ALICE, &id).unwrap();
+    assert!(!done.partial);
+    assert_eq!(done.files, vec![a.clone(), b.clone()]);
+    assert_eq!(std::fs::read(&a).unwrap(), pattern_bytes(0..1_000));
+    assert_eq!(std::fs::read(&b).unwrap(), pattern_bytes(0..2_000));
+    assert!(h.temp_files().is_empty(), "{:?}", h.temp_files());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,8 +9,8 @@ use ferry::error::{ErrorClass, ErrorContext};
 use ferry::events::EventKind;
 use ferry::job::{Job, JobState, JobType, Priority};
 use ferry::plugin::{PluginRuntime, RuntimeConfig};
-use ferry::store::{JobStore, SledStore, StoreError};
-use ferry_tests::fixtures::{reply_upper_plugin, upload_plugin};
+use ferry::store::{JobStore, StoreError};
+use ferry_tests::fixtures::{StateDir, StoreInDir, reply_upper_plugin, upload_plugin};
 use ferry_tests::server::{RecordedRequest, Resource, TestServer, UploadEndpoint, pattern_bytes};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ const MIB: u64 = 1 << 20;
 
 /// The sled store, counting how often the engine saves a job.
 struct CountingStore {
-    store: SledStore,
+    store: StoreInDir,
     saves: Arc<AtomicUsize>,
 }
 
@@ -51,7 +51,7 @@ struct Harness {
     engine: Option<Engine>,
     clock: Arc<dyn Clock>,
     runtime: Arc<PluginRuntime>,
-    state: tempfile::TempDir,
+    state: StateDir,
     files: tempfile::TempDir,
     config: EngineConfig,
     saves: Arc<AtomicUsize>,
@@ -77,17 +77,17 @@ impl Harness {
             engine: None,
             clock,
             runtime: Arc::new(runtime),
-            state: tempfile::tempdir().unwrap(),
+            state: StateDir::new(),
             files: ferry_tests::fixtures::shared_dir(),
             config,
             saves: Arc::default(),
         };
-        let store = SledStore::open(h.state.path()).unwrap();
+        let store = h.state.open_store().unwrap();
         h.engine = Some(h.open(store));
         h
     }
 
-    fn open(&self, store: SledStore) -> Engine {
+    fn open(&self, store: StoreInDir) -> Engine {
         let store = CountingStore {
             store,
             saves: self.saves.clone(),
@@ -123,7 +123,7 @@ impl Harness {
         self.engine = None;
         for _ in 0..500 {
             // The old engine's last tasks let go of the store's lock shortly.
-            if let Ok(store) = SledStore::open(self.state.path()) {
+            if let Ok(store) = self.state.open_store() {
                 self.engine = Some(self.open(store));
                 return;
             }
@@ -461,6 +461,67 @@ async fn cancel_deletes_an_unfinished_upload_and_retries_while_the_server_is_una
         "the DELETE carries the job's headers"
     );
     assert!(file.exists(), "the source is the owner's, never deleted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_owed_to_the_server_goes_on_after_a_restart() {
+    let server = upload_server(UploadEndpoint::default().slow(MIB)).await;
+    let mut h = Harness::new(fast_checkpoints());
+    let file = h.source("data", 8 * MIB);
+    let id = upload_job(&h, JobType::Upload, &testup_url(&server), &file);
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for_bytes(&id, MIB).await;
+    server.update_uploads("/up", |e| e.apply(|e| e.unavailable(u32::MAX)));
+    h.engine().cancel(ALICE, &id).unwrap();
+    while requests(&server, "DELETE").is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.restart().await;
+    assert_eq!(h.engine().get(ALICE, &id).unwrap_err().code(), "not-found");
+    assert!(h.engine().list(ALICE, false).unwrap().is_empty());
+    server.update_uploads("/up", |e| e.apply(|e| e.unavailable(0)));
+    for _ in 0..500 {
+        if server.uploads()[0].deleted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server.uploads()[0].deleted,
+        "the restarted daemon cancelled it"
+    );
+    // Done with the server, the record leaves the store: a further restart
+    // sends nothing more.
+    let deletes = requests(&server, "DELETE").len();
+    h.restart().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(requests(&server, "DELETE").len(), deletes);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_owed_to_the_server_is_given_up_24_hours_after_the_cancel() {
+    let server = upload_server(UploadEndpoint::default().slow(MIB)).await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let mut h = Harness::with_clock(fast_checkpoints(), clock.clone());
+    let file = h.source("data", 8 * MIB);
+    let id = upload_job(&h, JobType::Upload, &testup_url(&server), &file);
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for_bytes(&id, MIB).await;
+    server.update_uploads("/up", |e| e.apply(|e| e.unavailable(u32::MAX)));
+    h.engine().cancel(ALICE, &id).unwrap();
+    while requests(&server, "DELETE").is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.engine().shutdown().await;
+    // The daemon stays down past the window: the next start lets it go.
+    clock.advance(Duration::from_secs(24 * 3600 + 1));
+    server.update_uploads("/up", |e| e.apply(|e| e.unavailable(0)));
+    let deletes = requests(&server, "DELETE").len();
+    h.restart().await;
+    h.restart().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(requests(&server, "DELETE").len(), deletes);
+    assert!(!server.uploads()[0].deleted);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,7 +17,7 @@ use crate::plugin::Credentials;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::convert::Infallible;
@@ -405,6 +405,21 @@ fn settings(state: &ApiState, body: SetRequest) -> Result<Vec<Setting>, ApiError
     Ok(out)
 }
 
+/// A client that sends a body too large for us is answered only after the
+/// body was read (and dropped), up to this many bytes: a client that does not
+/// read the answer before it has sent everything would otherwise see its
+/// connection closed instead of the `body-too-large` answer.
+const DISCARD_AT_MOST: usize = 64 << 20;
+
+async fn discard_rest(body: &mut hyper::body::Incoming) {
+    let mut discarded = 0;
+    while discarded < DISCARD_AT_MOST
+        && let Some(Ok(frame)) = body.frame().await
+    {
+        discarded += frame.data_ref().map_or(0, |d| d.len());
+    }
+}
+
 /// Reads a JSON body of at most `max_request_bytes`; an empty body is `{}`.
 async fn read_json<T: DeserializeOwned>(
     state: &ApiState,
@@ -422,23 +437,27 @@ async fn read_json<T: DeserializeOwned>(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = request.into_body();
     if declared.is_some_and(|n| n > max as u64) {
+        discard_rest(&mut body).await;
         return Err(too_large());
     }
-    let bytes = Limited::new(request.into_body(), max)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                ApiError::new(
-                    "invalid-request",
-                    format!("the request body could not be read: {e}"),
-                )
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                "invalid-request",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > max {
+                discard_rest(&mut body).await;
+                return Err(too_large());
             }
-        })?
-        .to_bytes();
+            bytes.extend_from_slice(&data);
+        }
+    }
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
