@@ -361,6 +361,7 @@ impl Engine {
                 return Err(JobRefusal::RangesNotAllowed);
             }
             check_ranges(&ranges, config.max_ranges_per_file)?;
+            let mut source_modified = None;
             let bytes_total = if upload {
                 let meta = std::fs::symlink_metadata(local).map_err(|e| {
                     JobRefusal::Transfer(TransferError::local_file(
@@ -376,6 +377,7 @@ impl Engine {
                         format!("{} is not a regular file", local.display()),
                     )));
                 }
+                source_modified = meta.modified().ok();
                 Some(meta.len())
             } else if ranges.is_empty() {
                 None
@@ -391,6 +393,7 @@ impl Engine {
                 complete: false,
                 finalized: false,
                 validator: None,
+                source_modified,
             });
             Ok(())
         })
@@ -1005,7 +1008,7 @@ impl Engine {
         };
         let size = file.bytes_total.unwrap_or(0);
         let handle = as_owner(job.owner, || open_source(&file.local)).map_err(attach)?;
-        let source = Source::new(Arc::new(handle), size);
+        let source = Source::new(Arc::new(handle), size, file.source_modified);
         let progress = source.progress();
         let session = self.current_session(&job.id);
         let request = crate::plugin::UploadRequest {

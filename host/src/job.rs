@@ -103,6 +103,10 @@ pub struct JobFile {
     pub finalized: bool,
     /// The validator recorded when the transfer began.
     pub validator: Option<Validator>,
+    /// For uploads: the source's modification time when it was added. A
+    /// source whose size or modification time moved has changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_modified: Option<SystemTime>,
 }
 
 /// Settings an owner may change per job (SPEC §2, "Timers and quotas").

@@ -551,21 +551,31 @@ async fn cancel_of_a_finished_upload_drops_the_reply_and_keeps_the_upload() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_source_that_changes_during_the_upload_is_an_error() {
-    let server = upload_server(UploadEndpoint::default().slow(2 * MIB)).await;
-    let h = Harness::new(fast_checkpoints());
-    let file = h.source("data", 5 * MIB);
-    let id = upload_job(&h, JobType::Upload, &testup_url(&server), &file);
-    h.engine().resume(ALICE, &id).unwrap();
-    h.wait_for_bytes(&id, MIB).await;
-    let mut data = std::fs::read(&file).unwrap();
-    data.extend_from_slice(b"more");
-    std::fs::write(&file, data).unwrap();
-    let job = h.wait_for(&id, JobState::Error).await;
-    let error = job.error.unwrap();
-    assert_eq!(error.error.code, "local-file-changed");
-    assert_eq!(error.error.context, ErrorContext::LocalFile);
-    assert_eq!(error.file, Some(0));
-    assert!(!server.uploads()[0].is_complete());
+    // Grown, and rewritten in place with the same size.
+    for same_size in [false, true] {
+        let server = upload_server(UploadEndpoint::default().slow(2 * MIB)).await;
+        let h = Harness::new(fast_checkpoints());
+        let file = h.source("data", 5 * MIB);
+        let id = upload_job(&h, JobType::Upload, &testup_url(&server), &file);
+        h.engine().resume(ALICE, &id).unwrap();
+        h.wait_for_bytes(&id, MIB).await;
+        let mut data = std::fs::read(&file).unwrap();
+        if same_size {
+            data[4 * MIB as usize] ^= 0xff;
+        } else {
+            data.extend_from_slice(b"more");
+        }
+        std::fs::write(&file, data).unwrap();
+        let job = h.wait_for(&id, JobState::Error).await;
+        let error = job.error.unwrap();
+        assert_eq!(
+            error.error.code, "local-file-changed",
+            "same size: {same_size}"
+        );
+        assert_eq!(error.error.context, ErrorContext::LocalFile);
+        assert_eq!(error.file, Some(0));
+        assert!(!server.uploads()[0].is_complete());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -577,6 +587,28 @@ async fn a_source_changed_between_attempts_is_an_error() {
     h.engine().resume(ALICE, &id).unwrap();
     h.wait_for(&id, JobState::TransientError).await;
     std::fs::write(&file, b"shorter").unwrap();
+    h.engine().resume(ALICE, &id).unwrap();
+    let job = h.wait_for(&id, JobState::Error).await;
+    assert_eq!(job.error.unwrap().error.code, "local-file-changed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_rewritten_with_the_same_size_between_attempts_is_an_error() {
+    let server = upload_server(UploadEndpoint::default().drop_patch_after(1000)).await;
+    let h = Harness::new(fast_checkpoints());
+    let file = h.source("data", 100_000);
+    let id = upload_job(&h, JobType::Upload, &testup_url(&server), &file);
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for(&id, JobState::TransientError).await;
+    // Same size, other bytes, a later modification time.
+    std::fs::write(&file, vec![b'z'; 100_000]).unwrap();
+    let later = SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
     h.engine().resume(ALICE, &id).unwrap();
     let job = h.wait_for(&id, JobState::Error).await;
     assert_eq!(job.error.unwrap().error.code, "local-file-changed");

@@ -18,6 +18,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
@@ -184,16 +185,19 @@ pub struct UploadProgress {
 pub struct Source {
     file: Arc<File>,
     size: u64,
+    modified: Option<SystemTime>,
     progress: Arc<UploadProgress>,
 }
 
 impl Source {
-    /// An upload source of `size` bytes: the size the file had when the job
-    /// recorded it. A file that no longer has that size fails the upload.
-    pub fn new(file: Arc<File>, size: u64) -> Source {
+    /// An upload source of `size` bytes last modified at `modified`: what
+    /// the file was when the job recorded it. A file that no longer has that
+    /// size or modification time fails the upload.
+    pub fn new(file: Arc<File>, size: u64, modified: Option<SystemTime>) -> Source {
         Source {
             file,
             size,
+            modified,
             progress: Arc::new(UploadProgress::default()),
         }
     }
@@ -222,6 +226,7 @@ impl Source {
             file: self.file.clone(),
             position: offset,
             size: self.size,
+            modified: self.modified,
             progress: self.progress.clone(),
         })
     }
@@ -232,6 +237,7 @@ pub struct FileSourceStream {
     file: Arc<File>,
     position: u64,
     size: u64,
+    modified: Option<SystemTime>,
     progress: Arc<UploadProgress>,
 }
 
@@ -257,8 +263,8 @@ impl InputStream for FileSourceStream {
                 format!("the upload source {what}"),
             )
         };
-        let length = match self.file.metadata() {
-            Ok(m) => m.len(),
+        let (length, modified) = match self.file.metadata() {
+            Ok(m) => (m.len(), m.modified().ok()),
             Err(e) => {
                 return Err(self.fail(TransferError::local_file(
                     "read-failed",
@@ -272,6 +278,9 @@ impl InputStream for FileSourceStream {
                 "changed size from {} to {length} bytes",
                 self.size
             ))));
+        }
+        if self.modified.is_some() && modified != self.modified {
+            return Err(self.fail(changed("was modified")));
         }
         if self.position >= self.size {
             return Err(StreamError::Closed);
