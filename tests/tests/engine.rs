@@ -669,6 +669,40 @@ async fn an_idle_job_is_cancelled_after_the_inactivity_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_job_past_its_max_download_time_of_active_transfer_is_an_error() {
+    let server = TestServer::start().await;
+    server.put("/slow", Resource::pattern(50_000_000).slow(200_000));
+    let h = Harness::default();
+    let id = download_job(&h, &[(&server.url("/slow"), &h.path("x"))]);
+    let hour = Duration::from_secs(3600);
+    h.engine()
+        .set(ALICE, &id, Setting::MaxDownloadTime(hour))
+        .unwrap();
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for(&id, JobState::Transferring).await;
+    h.clock.advance(hour / 2);
+    h.engine().tick();
+    // Time spent suspended is not active transfer time.
+    h.engine().suspend(ALICE, &id).unwrap();
+    h.clock.advance(10 * hour);
+    h.engine().tick();
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for(&id, JobState::Transferring).await;
+    assert_eq!(
+        h.engine().get(ALICE, &id).unwrap().state,
+        JobState::Transferring
+    );
+    h.clock.advance(hour / 2 + Duration::from_secs(1));
+    h.engine().tick();
+    let job = h.engine().get(ALICE, &id).unwrap();
+    assert_eq!(job.state, JobState::Error);
+    let error = job.error.unwrap().error;
+    assert_eq!(error.code, "max-download-time");
+    assert_eq!(error.class, ferry::ErrorClass::Fatal);
+    assert_eq!(error.context, ferry::ErrorContext::Policy);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn wall_clock_jumps_while_running_move_no_timer() {
     let server = TestServer::start().await;
     let h = Harness::default();
