@@ -156,21 +156,46 @@ pub fn give_to_owner(file: &std::fs::File, owner: u32) -> std::io::Result<()> {
 /// every path `op` touches as that user, at the moment it touches it: a
 /// directory or symlink swapped in after the job was added cannot lend the
 /// daemon its rights. `op` must not await (the identity is the thread's).
-/// Supplementary groups stay the daemon's.
+/// The thread's supplementary groups become the owner's too (Linux keeps
+/// them per thread), so the daemon's own groups lend nothing either.
 pub fn as_owner<T>(owner: u32, op: impl FnOnce() -> T) -> T {
     if !running_as_root() || owner == 0 {
         return op();
     }
     let who = Identity::of(owner);
     /// Puts the daemon's own filesystem identity back, even on a panic.
-    struct Restore;
+    struct Restore(Option<Vec<rustix::thread::Gid>>);
     impl Drop for Restore {
         fn drop(&mut self) {
+            if let Some(groups) = &self.0
+                && let Err(e) = rustix::thread::set_thread_groups(groups)
+            {
+                tracing::error!("cannot restore the daemon's groups: {e}");
+            }
             nix::unistd::setfsuid(Uid::from_raw(0));
             nix::unistd::setfsgid(Gid::from_raw(0));
         }
     }
-    let _restore = Restore;
+    let daemon_groups: Option<Vec<rustix::thread::Gid>> =
+        nix::unistd::getgroups().ok().map(|list| {
+            list.into_iter()
+                .map(|g| rustix::thread::Gid::from_raw(g.as_raw()))
+                .collect()
+        });
+    let owner_groups: Vec<rustix::thread::Gid> = who
+        .groups
+        .iter()
+        .map(|&g| rustix::thread::Gid::from_raw(g))
+        .collect();
+    let swapped =
+        daemon_groups.is_some() && rustix::thread::set_thread_groups(&owner_groups).is_ok();
+    let _restore = Restore(daemon_groups.filter(|_| swapped));
+    if !swapped {
+        tracing::warn!(
+            owner,
+            "acting for a user with the daemon's supplementary groups"
+        );
+    }
     nix::unistd::setfsgid(Gid::from_raw(who.gid));
     nix::unistd::setfsuid(Uid::from_raw(who.uid));
     op()

@@ -3,10 +3,10 @@
 //! `FERRY_JOB_ID` and `FERRY_JOB_STATE` in its environment.
 //!
 //! It lives beside the engine rather than in it because running a program
-//! for a user is the daemon's business: the command gets the owner's uid and
-//! gid (never the daemon's), a clean environment, and no terminal. A command
-//! that fails is run again after the job's retry delay while the job is
-//! still in the state that triggered it.
+//! for a user is the daemon's business: the command gets the owner's uid,
+//! gid and groups (never the daemon's), a clean environment, and no
+//! terminal. A command that fails is run again after the job's retry delay
+//! while the job is still in the state that triggered it.
 
 use crate::engine::{Caller, Engine};
 use crate::events::EventKind;
@@ -116,8 +116,28 @@ pub async fn run(command: &str, id: &str, state: JobState, owner: u32) -> Result
         cmd.env("USER", name).env("LOGNAME", name);
     }
     if running_as_root() && owner != 0 {
-        // std drops the supplementary groups when it changes the uid.
-        cmd.uid(who.uid).gid(who.gid);
+        // The owner's groups, then gid, then uid (std's `uid` would drop
+        // the supplementary groups altogether).
+        let groups: Vec<nix::unistd::Gid> = who
+            .groups
+            .iter()
+            .map(|&g| nix::unistd::Gid::from_raw(g))
+            .collect();
+        let (uid, gid) = (
+            nix::unistd::Uid::from_raw(who.uid),
+            nix::unistd::Gid::from_raw(who.gid),
+        );
+        // SAFETY: between fork and exec the closure only makes the
+        // setgroups, setgid and setuid system calls, on memory prepared
+        // before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setgroups(&groups)?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(uid)?;
+                Ok(())
+            });
+        }
     }
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);

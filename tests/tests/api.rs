@@ -343,18 +343,20 @@ struct TestUser {
 }
 
 impl TestUser {
-    fn create(tag: &str) -> Option<TestUser> {
+    /// A user in their own group and, as supplementary groups, `groups`.
+    fn create(tag: &str, groups: &[&str]) -> Option<TestUser> {
         let name = format!("ferry-{tag}-{}", std::process::id());
-        let status = std::process::Command::new("useradd")
-            .args([
-                "--no-create-home",
-                "--user-group",
-                "--shell",
-                "/usr/sbin/nologin",
-                &name,
-            ])
-            .status()
-            .ok()?;
+        let mut useradd = std::process::Command::new("useradd");
+        useradd.args([
+            "--no-create-home",
+            "--user-group",
+            "--shell",
+            "/usr/sbin/nologin",
+        ]);
+        if !groups.is_empty() {
+            useradd.args(["--groups", &groups.join(",")]);
+        }
+        let status = useradd.arg(&name).status().ok()?;
         if !status.success() {
             return None;
         }
@@ -403,7 +405,16 @@ fn users_see_and_change_only_their_own_jobs_and_root_sees_all() {
         println!("skipped: creating throw-away users needs root");
         return;
     }
-    let (Some(alice), Some(bob)) = (TestUser::create("a"), TestUser::create("b")) else {
+    // Alice is also in the system's `users` group.
+    let users_gid = nix::unistd::Group::from_name("users")
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw());
+    let alice_groups: &[&str] = if users_gid.is_some() { &["users"] } else { &[] };
+    let (Some(alice), Some(bob)) = (
+        TestUser::create("a", alice_groups),
+        TestUser::create("b", &[]),
+    ) else {
         println!("skipped: useradd is not available");
         return;
     };
@@ -447,7 +458,7 @@ fn users_see_and_change_only_their_own_jobs_and_root_sees_all() {
                 "set",
                 &id,
                 "--notify-command",
-                &format!("id -u > '{}'", notified.display()),
+                &format!("(id -u; id -G) > '{}'", notified.display()),
             ],
         )
         .ok();
@@ -515,18 +526,32 @@ fn users_see_and_change_only_their_own_jobs_and_root_sees_all() {
     alice.run(&daemon, &["resume", &id]).ok();
     wait_for_job(&daemon, ferry(), &id, |j| j["state"] == "transferred");
     for _ in 0..600 {
-        if std::fs::read_to_string(&notified).is_ok_and(|t| t.ends_with('\n')) {
+        if std::fs::read_to_string(&notified).is_ok_and(|t| t.lines().count() == 2) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let notified = std::fs::read_to_string(&notified).unwrap_or_default();
+    let mut lines = notified.lines();
     assert_eq!(
-        std::fs::read_to_string(&notified)
-            .unwrap_or_default()
-            .trim(),
-        alice.uid.to_string(),
+        lines.next(),
+        Some(alice.uid.to_string().as_str()),
         "the notify command runs as the owner"
     );
+    let groups: Vec<u32> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    assert!(groups.contains(&alice.gid), "{groups:?}");
+    assert!(!groups.contains(&0), "none of root's groups: {groups:?}");
+    if let Some(users) = users_gid {
+        assert!(
+            groups.contains(&users),
+            "with the owner's supplementary groups: {groups:?}"
+        );
+    }
     alice.run(&daemon, &["complete", &id]).ok();
     let meta = std::fs::metadata(&dest).unwrap();
     assert_eq!(

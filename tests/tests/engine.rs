@@ -908,6 +908,34 @@ async fn as_root_files_are_created_with_the_owners_rights() {
         "nothing was written with root's rights"
     );
 
+    // Nor with the daemon's supplementary groups: a directory its group may
+    // write stays closed to the owner.
+    let daemon_groups = nix::unistd::getgroups().unwrap();
+    let group = nix::unistd::Gid::from_raw(4242);
+    nix::unistd::setgroups(&[group]).unwrap();
+    let grouped = h.downloads.path().join("grouped");
+    std::fs::create_dir(&grouped).unwrap();
+    std::os::unix::fs::chown(&grouped, Some(0), Some(group.as_raw())).unwrap();
+    std::fs::set_permissions(
+        &grouped,
+        std::os::unix::fs::PermissionsExt::from_mode(0o770),
+    )
+    .unwrap();
+    let id = download_job(&h, &[(&server.url("/f"), &grouped.join("f"))]);
+    h.engine()
+        .set(ALICE, &id, Setting::NoProgressTimeout(Duration::ZERO))
+        .unwrap();
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for(&id, JobState::Error).await;
+    nix::unistd::setgroups(&daemon_groups).unwrap();
+    let error = h.engine().get(ALICE, &id).unwrap().error.unwrap().error;
+    assert_eq!(error.context, ferry::ErrorContext::LocalFile, "{error:?}");
+    assert_eq!(
+        std::fs::read_dir(&grouped).unwrap().count(),
+        0,
+        "nothing was written with the daemon's groups"
+    );
+
     // In a directory the owner may write, the file is the owner's.
     let open = h.path("open.bin");
     let id = download_job(&h, &[(&server.url("/f"), &open)]);
