@@ -290,6 +290,11 @@ async fn bad_input_gets_typed_errors_and_leaves_the_daemon_unharmed() {
         assert_eq!(health.version, env!("CARGO_PKG_VERSION"));
         client = fresh;
     }
+    // A huge body without a declared length (chunked) is refused as well,
+    // and the refusal reaches a client that only reads once it sent it all.
+    let answer = tokio::task::block_in_place(|| chunked_post(&daemon.socket, 2 << 20));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"body-too-large\""), "{answer}");
     // Nothing lost: the job is still there, unchanged, and still works.
     let (status, job) = call(&mut client, Method::GET, &format!("/v1/jobs/{id}"), "").await;
     assert_eq!(status, StatusCode::OK);
@@ -333,6 +338,28 @@ async fn bad_input_gets_typed_errors_and_leaves_the_daemon_unharmed() {
         std::fs::read(&good_local).unwrap(),
         pattern_bytes(0..50_000)
     );
+}
+
+/// Sends `POST /v1/jobs` with a chunked body of `len` bytes, written in full
+/// before the answer is read, and returns the answer as text.
+fn chunked_post(socket: &Path, len: usize) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .write_all(b"POST /v1/jobs HTTP/1.1\r\nHost: ferry\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..len / chunk.len() {
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
+        stream.write_all(&chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 /// A throw-away Unix user, deleted on drop.
