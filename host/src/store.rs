@@ -35,9 +35,17 @@ pub trait JobStore: Send + Sync {
 
 /// The embedded default store.
 pub struct SledStore {
+    /// Taken only by `drop`.
+    open: Option<Open>,
+}
+
+struct Open {
     jobs: sled::Tree,
     db: sled::Db,
 }
+
+/// How long closing the store may take (see `Drop for SledStore`).
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
@@ -50,35 +58,143 @@ impl SledStore {
                 source,
             })?;
         let jobs = db.open_tree("jobs")?;
-        Ok(SledStore { jobs, db })
+        Ok(SledStore {
+            open: Some(Open { jobs, db }),
+        })
+    }
+
+    fn jobs(&self) -> &sled::Tree {
+        &self.open.as_ref().expect("open until dropped").jobs
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.open.as_ref().expect("open until dropped").db.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for SledStore {
+    /// sled flushes once more as it closes. Every save was flushed already,
+    /// so nothing the engine acknowledged depends on that flush: it gets
+    /// [`CLOSE_WAIT`] on a thread of its own and is left behind if it stalls
+    /// (sled 0.34 does when a write failed under it, for instance when its
+    /// directory was removed), so that closing never hangs the daemon.
+    fn drop(&mut self) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let (closed, wait) = std::sync::mpsc::channel();
+        let closing = std::thread::Builder::new()
+            .name("ferry-store-close".into())
+            .spawn(move || {
+                drop(open);
+                let _ = closed.send(());
+            });
+        if closing.is_ok() && wait.recv_timeout(CLOSE_WAIT).is_err() {
+            tracing::error!(
+                "the job store did not close within {CLOSE_WAIT:?}; every change was flushed before"
+            );
+        }
+    }
+}
+
+/// A job's record is kept in chunks of at most this many bytes, so that no
+/// page of sled's tree takes its separate path for large pages (a file of its
+/// own for every page over 128 KiB with the default segment size; a leaf page
+/// holds up to 17 values). A failed write there (no space left, the directory
+/// gone) leaves sled 0.34 waiting for good in every later flush, and the
+/// engine flushes while it holds its job table. Small pages go to sled's log
+/// file. A job with a 1 MiB upload reply is about 350 chunks, written in one
+/// atomic batch; a job without one, a chunk or two.
+const CHUNK_BYTES: usize = 4 * 1024;
+
+/// The key of chunk `index` of job `id`: the id, a zero byte (ids never hold
+/// one), and the index big-endian, so sled's key order is the chunks' order.
+fn chunk_key(id: &str, index: usize) -> Vec<u8> {
+    let mut key = chunk_prefix(id);
+    key.extend_from_slice(&(index as u32).to_be_bytes());
+    key
+}
+
+fn chunk_prefix(id: &str) -> Vec<u8> {
+    let mut key = id.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// Splits a stored key into its job id and chunk index.
+fn split_key(key: &[u8]) -> Option<(&[u8], u32)> {
+    let at = key.iter().position(|&b| b == 0)?;
+    let index: [u8; 4] = key[at + 1..].try_into().ok()?;
+    Some((&key[..at], u32::from_be_bytes(index)))
+}
+
+impl SledStore {
+    /// Adds to `batch` the removal of every chunk of `id` from `first` on.
+    fn remove_chunks_from(
+        &self,
+        batch: &mut sled::Batch,
+        id: &str,
+        first: usize,
+    ) -> Result<(), StoreError> {
+        for key in self.jobs().scan_prefix(chunk_prefix(id)).keys() {
+            let key = key?;
+            if split_key(&key).is_none_or(|(_, index)| index as usize >= first) {
+                batch.remove(key);
+            }
+        }
+        Ok(())
     }
 }
 
 impl JobStore for SledStore {
     fn save(&self, job: &Job) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(job).expect("a job always serialises");
-        self.jobs.insert(job.id.as_bytes(), bytes)?;
-        self.db.flush()?;
-        Ok(())
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for (index, chunk) in bytes.chunks(CHUNK_BYTES).enumerate() {
+            batch.insert(chunk_key(&job.id, index), chunk);
+            count = index + 1;
+        }
+        self.remove_chunks_from(&mut batch, &job.id, count)?;
+        self.jobs().apply_batch(batch)?;
+        self.flush()
     }
 
     fn remove(&self, id: &str) -> Result<(), StoreError> {
-        self.jobs.remove(id.as_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        let mut batch = sled::Batch::default();
+        self.remove_chunks_from(&mut batch, id, 0)?;
+        self.jobs().apply_batch(batch)?;
+        self.flush()
     }
 
     fn load_all(&self) -> Result<(Vec<Job>, Vec<StoreError>), StoreError> {
         let (mut jobs, mut unreadable) = (Vec::new(), Vec::new());
-        for entry in self.jobs.iter() {
+        let mut decode = |id: &[u8], bytes: &[u8]| match serde_json::from_slice::<Job>(bytes) {
+            Ok(job) => jobs.push(job),
+            Err(source) => unreadable.push(StoreError::Corrupt {
+                id: String::from_utf8_lossy(id).into_owned(),
+                source,
+            }),
+        };
+        // Chunks of one job are adjacent in key order; a record is complete
+        // when the next key belongs to another job.
+        let mut current: Option<(Vec<u8>, Vec<u8>)> = None;
+        for entry in self.jobs().iter() {
             let (key, value) = entry?;
-            match serde_json::from_slice::<Job>(&value) {
-                Ok(job) => jobs.push(job),
-                Err(source) => unreadable.push(StoreError::Corrupt {
-                    id: String::from_utf8_lossy(&key).into_owned(),
-                    source,
-                }),
+            let id = split_key(&key).map_or(&key[..], |(id, _)| id);
+            match &mut current {
+                Some((open, bytes)) if open.as_slice() == id => bytes.extend_from_slice(&value),
+                _ => {
+                    if let Some((open, bytes)) = current.take() {
+                        decode(&open, &bytes);
+                    }
+                    current = Some((id.to_vec(), value.to_vec()));
+                }
             }
+        }
+        if let Some((open, bytes)) = current {
+            decode(&open, &bytes);
         }
         Ok((jobs, unreadable))
     }
@@ -153,6 +269,73 @@ mod tests {
         let (jobs, unreadable) = store.load_all().unwrap();
         assert_eq!(jobs, vec![job]);
         assert!(unreadable.is_empty());
+    }
+
+    #[test]
+    fn a_record_that_shrinks_leaves_no_stale_chunk_and_ids_sharing_a_prefix_stay_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut big = Job::new(
+            "a".into(),
+            JobType::UploadReply,
+            1,
+            "n".into(),
+            Priority::Normal,
+            SystemTime::now(),
+        );
+        big.description = "x".repeat(5 * CHUNK_BYTES);
+        let mut longer = big.clone();
+        longer.id = "ab".into();
+        longer.description = "y".repeat(3 * CHUNK_BYTES);
+        let store = SledStore::open(dir.path()).unwrap();
+        store.save(&big).unwrap();
+        store.save(&longer).unwrap();
+        big.description = "short".into();
+        store.save(&big).unwrap();
+        assert_eq!(store.jobs().scan_prefix(chunk_prefix("a")).count(), 1);
+        let (jobs, unreadable) = store.load_all().unwrap();
+        assert!(unreadable.is_empty(), "{unreadable:?}");
+        assert_eq!(jobs, vec![big, longer.clone()]);
+        store.remove("a").unwrap();
+        assert_eq!(store.load_all().unwrap().0, vec![longer]);
+    }
+
+    #[test]
+    fn large_records_stay_in_the_log_and_a_store_that_lost_its_directory_still_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut job = Job::new(
+            "big".into(),
+            JobType::UploadReply,
+            1,
+            "n".into(),
+            Priority::Normal,
+            SystemTime::now(),
+        );
+        job.description = "x".repeat(1 << 20);
+        store.save(&job).unwrap();
+        let blob_files = std::fs::read_dir(&blobs).map_or(0, |d| d.count());
+        assert_eq!(blob_files, 0, "no value of its own in {}", blobs.display());
+
+        // With its directory gone, a value of its own could not be written
+        // (and sled would then wait for good in every later flush). On a
+        // thread, so that a stall fails the test instead of hanging it.
+        let (report, reports) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(dir);
+            for (id, len) in [("big-2", 1 << 20), ("small", 10)] {
+                job.id = id.into();
+                job.description = "y".repeat(len);
+                let saved = store.save(&job).map_err(|e| e.to_string());
+                report.send(format!("{id}: {saved:?}")).unwrap();
+            }
+            drop(store);
+            report.send("closed".into()).unwrap();
+        });
+        let wait = CLOSE_WAIT + std::time::Duration::from_secs(30);
+        for expected in ["big-2: Ok(())", "small: Ok(())", "closed"] {
+            assert_eq!(reports.recv_timeout(wait).as_deref(), Ok(expected));
+        }
     }
 
     #[test]
