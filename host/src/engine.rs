@@ -191,8 +191,8 @@ impl Engine {
                 // A cancelled upload whose session the server still holds:
                 // cancelling it there goes on, unless its window closed
                 // while the daemon was down.
-                if server_cancel_remaining(&job, now_wall).is_some() {
-                    server_cancels.push(job);
+                if let Some(remaining) = server_cancel_remaining(&job, now_wall) {
+                    server_cancels.push((job, remaining));
                 } else if let Err(e) = store.remove(&job.id) {
                     tracing::error!(job = %job.id, "removing from the store failed: {e}");
                 }
@@ -233,8 +233,8 @@ impl Engine {
                 shutdown: CancellationToken::new(),
             }),
         };
-        for job in server_cancels {
-            engine.cancel_upload_in_background(&job);
+        for (job, remaining) in server_cancels {
+            engine.cancel_upload_in_background(&job, remaining);
         }
         Ok(engine)
     }
@@ -451,13 +451,13 @@ impl Engine {
     /// the background. The job leaves the queue.
     pub fn cancel(&self, caller: Caller, id: &str) -> Refusal<()> {
         let job = self.modify(caller, id, Operation::Cancel, |_| Ok(()))?;
-        if server_cancel_remaining(&job, self.inner.clock.wall()).is_some() {
+        if let Some(remaining) = server_cancel_remaining(&job, self.inner.clock.wall()) {
             // The cancelled record stays in the store until the server has
             // cancelled the session too, so that a restart goes on with it.
             // (No transfer writes it meanwhile: `modify` took its slot.)
             self.inner.save(&job)?;
             self.stop_and_drop(&job.id);
-            self.cancel_upload_in_background(&job);
+            self.cancel_upload_in_background(&job, remaining);
         } else {
             self.forget(&job);
         }
@@ -1148,15 +1148,13 @@ impl Engine {
     }
 
     /// Cancels a cancelled upload's server session, retrying transient
-    /// failures until [`SERVER_CANCEL_WINDOW`] after the cancel. The request
+    /// failures for `remaining` (what is left of [`SERVER_CANCEL_WINDOW`]
+    /// after the cancel). The request
     /// carries the job's headers and credentials: the server that took the
     /// upload may well want them to delete it. The job's record leaves the
     /// store when the server answered (or the window closed); a shutdown
     /// leaves it for the next start.
-    fn cancel_upload_in_background(&self, job: &Job) {
-        let Some(remaining) = server_cancel_remaining(job, self.inner.clock.wall()) else {
-            return;
-        };
+    fn cancel_upload_in_background(&self, job: &Job, remaining: Duration) {
         let (Some(session), Some(file)) = (job.upload_session.clone(), job.files.first()) else {
             return;
         };

@@ -445,12 +445,7 @@ async fn cancel_deletes_an_unfinished_upload_and_retries_while_the_server_is_una
     h.engine().cancel(ALICE, &id).unwrap();
     assert_eq!(h.engine().get(ALICE, &id).unwrap_err().code(), "not-found");
 
-    for _ in 0..500 {
-        if server.uploads()[0].deleted {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_deleted(&server).await;
     let upload = server.uploads().remove(0);
     assert!(upload.deleted, "the session was cancelled on the server");
     let deletes = requests(&server, "DELETE");
@@ -463,29 +458,41 @@ async fn cancel_deletes_an_unfinished_upload_and_retries_while_the_server_is_una
     assert!(file.exists(), "the source is the owner's, never deleted");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_cancel_owed_to_the_server_goes_on_after_a_restart() {
-    let server = upload_server(UploadEndpoint::default().slow(MIB)).await;
-    let mut h = Harness::new(fast_checkpoints());
+/// Starts an 8 MiB upload at `/up`, makes the server unavailable once 1 MiB
+/// is in, cancels the job and waits for the first (refused) DELETE.
+async fn cancel_while_the_server_is_unavailable(h: &Harness, server: &TestServer) -> String {
     let file = h.source("data", 8 * MIB);
-    let id = upload_job(&h, JobType::Upload, &testup_url(&server), &file);
+    let id = upload_job(h, JobType::Upload, &testup_url(server), &file);
     h.engine().resume(ALICE, &id).unwrap();
     h.wait_for_bytes(&id, MIB).await;
     server.update_uploads("/up", |e| e.apply(|e| e.unavailable(u32::MAX)));
     h.engine().cancel(ALICE, &id).unwrap();
-    while requests(&server, "DELETE").is_empty() {
+    while requests(server, "DELETE").is_empty() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    h.restart().await;
-    assert_eq!(h.engine().get(ALICE, &id).unwrap_err().code(), "not-found");
-    assert!(h.engine().list(ALICE, false).unwrap().is_empty());
-    server.update_uploads("/up", |e| e.apply(|e| e.unavailable(0)));
+    id
+}
+
+/// Waits (up to 10 s) until the server saw the first upload deleted.
+async fn wait_until_deleted(server: &TestServer) {
     for _ in 0..500 {
         if server.uploads()[0].deleted {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_owed_to_the_server_goes_on_after_a_restart() {
+    let server = upload_server(UploadEndpoint::default().slow(MIB)).await;
+    let mut h = Harness::new(fast_checkpoints());
+    let id = cancel_while_the_server_is_unavailable(&h, &server).await;
+    h.restart().await;
+    assert_eq!(h.engine().get(ALICE, &id).unwrap_err().code(), "not-found");
+    assert!(h.engine().list(ALICE, false).unwrap().is_empty());
+    server.update_uploads("/up", |e| e.apply(|e| e.unavailable(0)));
+    wait_until_deleted(&server).await;
     assert!(
         server.uploads()[0].deleted,
         "the restarted daemon cancelled it"
@@ -503,15 +510,7 @@ async fn a_cancel_owed_to_the_server_is_given_up_24_hours_after_the_cancel() {
     let server = upload_server(UploadEndpoint::default().slow(MIB)).await;
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let mut h = Harness::with_clock(fast_checkpoints(), clock.clone());
-    let file = h.source("data", 8 * MIB);
-    let id = upload_job(&h, JobType::Upload, &testup_url(&server), &file);
-    h.engine().resume(ALICE, &id).unwrap();
-    h.wait_for_bytes(&id, MIB).await;
-    server.update_uploads("/up", |e| e.apply(|e| e.unavailable(u32::MAX)));
-    h.engine().cancel(ALICE, &id).unwrap();
-    while requests(&server, "DELETE").is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cancel_while_the_server_is_unavailable(&h, &server).await;
     h.engine().shutdown().await;
     // The daemon stays down past the window: the next start lets it go.
     clock.advance(Duration::from_secs(24 * 3600 + 1));
