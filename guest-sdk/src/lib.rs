@@ -1,97 +1,189 @@
-//! The crate Ferry plugin authors depend on.
+//! Write Ferry plugins.
 //!
-//! It owns the bindings of the `ferry:transfer` WIT package (so that every
-//! plugin is built against the same contract) and adds what each plugin would
-//! otherwise write again: typed errors with the SPEC's HTTP status mapping,
-//! the job context, logging through the host, and a small HTTP client over
-//! `wasi:http` whose bodies are spliced straight into the host's streams.
+//! A Ferry plugin is a WebAssembly component (`wasm32-wasip2`) that exports
+//! one or more interfaces of the `ferry:transfer@0.2.0` WIT package. This
+//! crate is everything a Rust plugin needs and nothing it has to configure:
+//! one trait per interface, one macro per trait that exports it, typed
+//! errors, logging, and an HTTP client over `wasi:http` with a complete,
+//! resumable download ([`http::download`]).
 //!
-//! A transport plugin enables the `transport` feature (the default),
-//! implements [`Transport`] and exports it:
+//! The host learns what a plugin can do from what it exports, and a plugin
+//! exports exactly what its macros name:
 //!
-//! ```ignore
-//! use ferry_guest_sdk::{Transport, TransferError, types::*};
+//! | trait | macro | exports |
+//! |---|---|---|
+//! | [`Download`] | [`export_download!`] | `download` |
+//! | [`Upload`] | [`export_upload!`] | `upload` |
+//! | [`UploadReply`] (and [`Upload`]) | [`export_upload_reply!`] | `upload` and `upload-reply` |
+//! | [`ReplyProcessor`] | [`export_reply_processor!`] | `reply-processing` |
 //!
-//! struct MyPlugin;
-//! impl Transport for MyPlugin { /* ... */ }
-//! ferry_guest_sdk::export_transport!(MyPlugin);
+//! A plugin may use several macros (a transport that downloads and uploads
+//! uses [`export_download!`] and [`export_upload!`]), each at most once.
+//!
+//! A download transport for a new scheme, complete:
+//!
+//! ```no_run
+//! use ferry_guest_sdk::{Destination, Download, DownloadRequest, JobContext, TransferError};
+//!
+//! struct Mirror;
+//!
+//! impl Download for Mirror {
+//!     fn download(
+//!         job: JobContext,
+//!         request: DownloadRequest,
+//!         destination: &Destination,
+//!     ) -> Result<(), TransferError> {
+//!         // mirror://HOST/PATH is http://HOST/PATH.
+//!         let url = request.url.replacen("mirror://", "http://", 1);
+//!         ferry_guest_sdk::http::download(&job, &DownloadRequest { url, ..request }, destination)
+//!     }
+//! }
+//!
+//! ferry_guest_sdk::export_download!(Mirror);
 //! ```
 //!
-//! A reply processor enables only the `reply-processor` feature, implements
-//! [`ReplyProcessor`] and exports it with `export_reply_processor!`.
+//! Every call gets a fresh instance and everything it needs in its
+//! arguments: the [`JobContext`] (the owner's headers and credentials, the
+//! operator's network settings), the request, and host resources for the
+//! bytes ([`Destination`], [`Source`], [`ReplySink`], [`ReplyFile`]), which
+//! are streams the plugin can splice into without copying.
 
-#[cfg(all(feature = "transport", feature = "reply-processor"))]
-compile_error!(
-    "a plugin is built against one world: enable `transport` or `reply-processor`, not both"
-);
+#![deny(missing_docs)]
 
-/// Raw bindings of the `transport` world, generated from `wit/`.
-#[cfg(feature = "transport")]
+/// The bindings of `ferry:transfer@0.2.0` and the WASI interfaces it uses,
+/// generated from the WIT package (world `imports`). Every type of the
+/// contract lives here once; the crate re-exports the ones plugins name.
+#[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "ferry:transfer/transport",
+        world: "ferry:transfer/imports@0.2.0",
         generate_all,
-        pub_export_macro: true,
-        export_macro_name: "export_transport",
-        default_bindings_module: "ferry_guest_sdk::bindings",
     });
 }
 
-/// Raw bindings of the `reply-processor` world, generated from `wit/`.
-#[cfg(feature = "reply-processor")]
-pub mod bindings {
+/// Generates the export glue of one interface against the shared bindings.
+macro_rules! export_module {
+    ($($config:tt)*) => {
+        wit_bindgen::generate!({
+            path: "../wit",
+            $($config)*
+            with: {
+                "ferry:transfer/types@0.2.0": crate::bindings::ferry::transfer::types,
+                "ferry:transfer/host@0.2.0": crate::bindings::ferry::transfer::host,
+                "wasi:io/error@0.2.12": crate::bindings::wasi::io::error,
+                "wasi:io/poll@0.2.12": crate::bindings::wasi::io::poll,
+                "wasi:io/streams@0.2.12": crate::bindings::wasi::io::streams,
+                "wasi:clocks/monotonic-clock@0.2.12": crate::bindings::wasi::clocks::monotonic_clock,
+                "wasi:http/types@0.2.12": crate::bindings::wasi::http::types,
+                "wasi:http/outgoing-handler@0.2.12": crate::bindings::wasi::http::outgoing_handler,
+            },
+            pub_export_macro: true,
+        });
+    };
+}
+
+// One module per export interface, each of a world that exports only that
+// interface: a module's component type is linked into a plugin only when its
+// export macro is used, so a plugin exports exactly what it names.
+
+#[doc(hidden)]
+pub mod __download {
+    export_module! {
+        world: "ferry:transfer/downloader@0.2.0",
+        export_macro_name: "__export_download_glue",
+        default_bindings_module: "ferry_guest_sdk::__download",
+    }
+}
+
+#[doc(hidden)]
+pub mod __upload {
+    export_module! {
+        world: "ferry:transfer/uploader@0.2.0",
+        export_macro_name: "__export_upload_glue",
+        default_bindings_module: "ferry_guest_sdk::__upload",
+    }
+}
+
+#[doc(hidden)]
+pub mod __upload_reply {
+    export_module! {
+        inline: "
+            package ferry:sdk;
+            world upload-reply-only {
+                include ferry:transfer/imports@0.2.0;
+                export ferry:transfer/upload-reply@0.2.0;
+            }
+        ",
+        world: "ferry:sdk/upload-reply-only",
+        export_macro_name: "__export_upload_reply_glue",
+        default_bindings_module: "ferry_guest_sdk::__upload_reply",
+    }
+}
+
+#[doc(hidden)]
+pub mod __reply_processing {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "ferry:transfer/reply-processor",
-        generate_all,
+        world: "ferry:transfer/reply-processor@0.2.0",
+        with: {
+            "ferry:transfer/types@0.2.0": crate::bindings::ferry::transfer::types,
+            "ferry:transfer/host@0.2.0": crate::bindings::ferry::transfer::host,
+            "wasi:io/error@0.2.12": crate::bindings::wasi::io::error,
+            "wasi:io/poll@0.2.12": crate::bindings::wasi::io::poll,
+            "wasi:io/streams@0.2.12": crate::bindings::wasi::io::streams,
+        },
         pub_export_macro: true,
-        export_macro_name: "export_reply_processor",
-        default_bindings_module: "ferry_guest_sdk::bindings",
+        export_macro_name: "__export_reply_processing_glue",
+        default_bindings_module: "ferry_guest_sdk::__reply_processing",
     });
 }
 
-pub mod error;
-#[cfg(feature = "transport")]
+mod error;
+mod export;
 pub mod http;
+pub mod stream;
 
-#[cfg(feature = "transport")]
-pub use bindings::ferry::transfer::host::Source;
-pub use bindings::ferry::transfer::host::{Destination, JobContext};
-pub use bindings::ferry::transfer::types;
+pub use error::{http_status_is_transient, is_valid_other_code};
+pub use export::{Download, ReplyProcessor, Upload, UploadReply};
+
+pub use bindings::ferry::transfer::host::{Destination, ReplyFile, ReplySink, Source};
+pub use bindings::ferry::transfer::types::{
+    BasicCredentials, Credentials, Digest, DownloadRequest, ErrorClass, ErrorCode, ErrorContext,
+    Header, JobContext, LogLevel, NetworkSettings, RemoteInfo, ReplyContext, ReplyHead,
+    TransferError, UploadRequest, Validator,
+};
 pub use bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
-pub use types::TransferError;
-
-/// Exports a [`Transport`] implementation as the plugin's `transfers`.
-#[cfg(feature = "transport")]
-pub use bindings::export_transport;
-/// The trait a transport plugin implements (the `transfers` export).
-#[cfg(feature = "transport")]
-pub use bindings::exports::ferry::transfer::transfers::Guest as Transport;
-
-/// Exports a [`ReplyProcessor`] implementation as the plugin's `replies`.
-#[cfg(feature = "reply-processor")]
-pub use bindings::export_reply_processor;
-/// The trait a reply processor implements (the `replies` export).
-#[cfg(feature = "reply-processor")]
-pub use bindings::exports::ferry::transfer::replies::Guest as ReplyProcessor;
 
 use bindings::ferry::transfer::host;
-use types::LogLevel;
 
-/// The job the current call works for: headers, credentials, redirect limit.
-pub fn job_context() -> JobContext {
-    host::context()
-}
-
-/// True once the host wants the current call to stop; check it between chunks.
+/// True once the host wants the current call to stop (the job was suspended
+/// or cancelled, or the daemon is shutting down). Check it between chunks
+/// and return [`TransferError::cancelled`]; the host stops a call that does
+/// not by force.
 pub fn is_cancelled() -> bool {
     host::is_cancelled()
 }
 
-/// Writes a line to the host's log, tagged with the plugin's name.
+/// [`TransferError::cancelled`] once the host wants the call to stop, so a
+/// loop can say `ferry_guest_sdk::check_cancelled()?;`.
+pub fn check_cancelled() -> Result<(), TransferError> {
+    if is_cancelled() {
+        Err(TransferError::cancelled())
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes a line to the host's log, tagged with the plugin's name and the
+/// job. The host keeps at most 1,024 characters of it.
 pub fn log(level: LogLevel, message: &str) {
     host::log(level, message);
+}
+
+/// Logs at trace level.
+pub fn trace(message: &str) {
+    log(LogLevel::Trace, message);
 }
 
 /// Logs at debug level.
@@ -99,7 +191,17 @@ pub fn debug(message: &str) {
     log(LogLevel::Debug, message);
 }
 
+/// Logs at info level.
+pub fn info(message: &str) {
+    log(LogLevel::Info, message);
+}
+
 /// Logs at warn level.
 pub fn warn(message: &str) {
     log(LogLevel::Warn, message);
+}
+
+/// Logs at error level.
+pub fn error(message: &str) {
+    log(LogLevel::Error, message);
 }
