@@ -8,9 +8,9 @@
 //! before the operation returns.
 
 use crate::clock::Clock;
-use crate::error::{ErrorClass, ErrorContext, TransferError};
+use crate::error::{ErrorClass, ErrorContext, TransferError, code};
 use crate::events::{Event, EventBus, EventKind};
-use crate::files::TempFile;
+use crate::files::{ReplySpool, TempFile};
 use crate::identity::as_owner;
 use crate::job::{
     ByteRange, EngineEvent, Job, JobError, JobFile, JobRefusal, JobSettings, JobState, JobType,
@@ -18,8 +18,8 @@ use crate::job::{
     owner_operation,
 };
 use crate::plugin::{
-    Credentials, Destination, DownloadProgress, DownloadRequest, JobContext, PluginRuntime, Source,
-    UploadProgress,
+    Credentials, Destination, DownloadProgress, DownloadRequest, JobContext, MAX_REPLY_DATA,
+    PluginRuntime, ReplyContext, ReplyFile, ReplyProgress, ReplySink, Source, UploadProgress,
 };
 use crate::scheduler::{Candidate, plan};
 use crate::store::{JobStore, StoreError};
@@ -107,6 +107,8 @@ pub enum Setting {
     Credentials(Option<Credentials>),
     NotifyCommand(Option<String>),
     ReplyProcessor(Option<String>),
+    /// Where the reply file of an upload-reply job goes on `complete`.
+    ReplyFile(Option<PathBuf>),
 }
 
 /// What `complete` did.
@@ -437,6 +439,17 @@ impl Engine {
                     }
                     s.reply_processor = v;
                 }
+                Setting::ReplyFile(v) => {
+                    if job.job_type != JobType::UploadReply && v.is_some() {
+                        return Err(JobRefusal::InvalidArgument(
+                            "only upload-reply jobs have a reply file".into(),
+                        ));
+                    }
+                    if let Some(path) = &v {
+                        check_local_path(path)?;
+                    }
+                    s.reply_file = v;
+                }
             }
             Ok(())
         })?;
@@ -534,6 +547,23 @@ impl Engine {
                         return Err(JobRefusal::Transfer(error));
                     }
                 }
+            }
+        }
+        if let (Some(reply), Some(reply_file)) = (&job.reply, &job.settings.reply_file)
+            && reply.in_file
+        {
+            let moved = as_owner(job.owner, || {
+                TempFile::reopen(reply_file, &reply_tag(&job.id)).and_then(|t| t.finish())
+            });
+            match moved {
+                Ok(path) => completion.files.push(path),
+                // Moved already by a `complete` cut short: nothing to do.
+                Err(e) if e.code == "cannot-open-file" && reply_file.exists() => {
+                    completion.files.push(reply_file.clone());
+                }
+                // The job stays `transferred`, its reply kept: `complete`
+                // can be called again once the owner mended the directory.
+                Err(error) => return Err(JobRefusal::Transfer(error)),
             }
         }
         let job = self
@@ -780,7 +810,7 @@ impl Engine {
                 {
                     // The ranges held belong to another version of the
                     // resource: this file (only) starts over, once per run.
-                    Err(error) if error.code == "resource-changed" && !started_over => {
+                    Err(error) if error.code == code::RESOURCE_CHANGED && !started_over => {
                         started_over = true;
                         temp.truncate(0).map_err(attach)?;
                         self.save_if_running(&job.id, generation, |slot| {
@@ -1007,17 +1037,87 @@ impl Engine {
             file: Some(0),
         };
         let size = file.bytes_total.unwrap_or(0);
-        let handle = as_owner(job.owner, || open_source(&file.local)).map_err(attach)?;
-        let source = Source::new(Arc::new(handle), size, file.source_modified);
-        let progress = source.progress();
-        let session = self.current_session(&job.id);
-        let request = crate::plugin::UploadRequest {
-            url: file.remote.clone(),
-            size,
-            session: session.clone(),
-            want_reply: job.job_type == JobType::UploadReply,
+        let handle = Arc::new(as_owner(job.owner, || open_source(&file.local)).map_err(attach)?);
+        let want_reply = job.job_type == JobType::UploadReply;
+        let mut session_expired = false;
+        let (reply, digest) = loop {
+            let mut source = Source::new(handle.clone(), size, file.source_modified);
+            if want_reply && job.settings.reply_processor.is_some() {
+                source = source.with_digest();
+            }
+            let progress = source.progress();
+            let spool = if want_reply {
+                Some(as_owner(job.owner, || reply_spool(job)).map_err(attach)?)
+            } else {
+                None
+            };
+            let sink = spool
+                .as_ref()
+                .map(|spool| ReplySink::new(spool.file(), context.cancel.clone()));
+            let reply_progress = sink.as_ref().map(ReplySink::progress);
+            let session = self.current_session(&job.id);
+            let request = crate::plugin::UploadRequest {
+                url: file.remote.clone(),
+                size,
+                name: file
+                    .local
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                session: session.clone(),
+                protocol: None,
+            };
+            let call = self.inner.runtime.upload(request, context, source, sink);
+            match self
+                .with_upload_checkpoints(job, generation, &progress, session, call)
+                .await
+            {
+                // The server forgot the session: start over with a new one,
+                // once per attempt.
+                Err(error) if error.code == code::SESSION_EXPIRED && !session_expired => {
+                    session_expired = true;
+                    self.save_if_running(&job.id, generation, |slot| {
+                        slot.job.upload_session = None;
+                        slot.job.files[0].bytes_transferred = 0;
+                        true
+                    })
+                    .map_err(|e| attach(store_error(&e)))?;
+                }
+                result => {
+                    result.map_err(attach)?;
+                    break (spool.zip(reply_progress), progress.sha256());
+                }
+            }
         };
-        let call = self.inner.runtime.upload(request, context, source);
+        let reply = match reply {
+            Some((spool, progress)) => Some(
+                self.take_reply(job, context, spool, &progress, digest)
+                    .await
+                    .map_err(attach)?,
+            ),
+            None => None,
+        };
+        self.save_if_running(&job.id, generation, |slot| {
+            let job = &mut slot.job;
+            job.reply = reply;
+            job.files[0].bytes_transferred = job.files[0].bytes_total.unwrap_or(0);
+            job.files[0].complete = true;
+            true
+        })
+        .map_err(|e| attach(store_error(&e)))?;
+        Ok(())
+    }
+
+    /// Runs an upload call, checkpointing what the server acknowledged and
+    /// its session as they come, and once more when the call ends.
+    async fn with_upload_checkpoints(
+        &self,
+        job: &Job,
+        generation: u64,
+        progress: &Arc<UploadProgress>,
+        session: Option<String>,
+        call: impl Future<Output = Result<(), TransferError>>,
+    ) -> Result<(), TransferError> {
         tokio::pin!(call);
         let config = &self.inner.config;
         let mut recorded = (0, session);
@@ -1034,48 +1134,93 @@ impl Engine {
                         || acknowledged.saturating_sub(recorded.0) >= config.checkpoint_bytes
                         || (acknowledged != recorded.0 && last.elapsed() >= config.checkpoint_interval);
                     if due {
-                        self.upload_checkpoint(&job.id, generation, &progress)
-                            .map_err(attach)?;
+                        self.upload_checkpoint(&job.id, generation, progress)?;
                         recorded = (acknowledged, session);
                         last = tokio::time::Instant::now();
                     }
                 }
             }
         };
-        self.upload_checkpoint(&job.id, generation, &progress)
-            .map_err(attach)?;
-        let reply = result.map_err(attach)?;
-        let reply = match reply {
-            Some(reply) => {
-                let data = match &job.settings.reply_processor {
-                    Some(processor) => {
-                        let scratch = tempfile::tempfile().map_err(|e| {
-                            attach(TransferError::local_file("write-failed", &e, "reply file"))
-                        })?;
-                        let destination = Destination::new(Arc::new(scratch), 0, 0, true);
-                        Some(
-                            self.inner
-                                .runtime
-                                .process_reply(processor, reply.clone(), context, destination)
-                                .await
-                                .map_err(attach)?,
-                        )
-                    }
-                    None => None,
+        self.upload_checkpoint(&job.id, generation, progress)?;
+        result
+    }
+
+    /// Turns what an upload-reply call wrote into the job's reply: the head,
+    /// the data the owner reads (the body when it is at most 1 MiB, or what
+    /// the reply processor made of it), and the reply file waiting for
+    /// `complete`.
+    async fn take_reply(
+        &self,
+        job: &Job,
+        context: &JobContext,
+        spool: ReplySpool,
+        progress: &ReplyProgress,
+        source_sha256: Option<Vec<u8>>,
+    ) -> Result<ReplyRecord, TransferError> {
+        let plugin_error = |what: &str| {
+            TransferError::plugin("plugin-bug", format!("the upload plugin {what}"))
+        };
+        let head = progress
+            .head
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| plugin_error("returned without handing over the server's reply"))?;
+        let size = progress.body.written_to.load(Ordering::Acquire);
+        spool.sync()?;
+        let body = Source::new(spool.file(), size, None);
+        let data = if size <= MAX_REPLY_DATA as u64 {
+            body.read_all()?
+        } else if spool.is_reply_file() {
+            Vec::new()
+        } else {
+            return Err(TransferError::fatal(
+                ErrorContext::RemoteApplication,
+                "reply-too-large",
+                format!(
+                    "the server's reply has {size} bytes: without a reply file \
+                     (`ferry set JOB --reply-file PATH`) at most {MAX_REPLY_DATA} are kept"
+                ),
+            ));
+        };
+        let processed = match &job.settings.reply_processor {
+            Some(processor) => {
+                let scratch = tempfile::tempfile().map_err(|e| {
+                    TransferError::local_file("write-failed", &e, "the processed reply file")
+                })?;
+                let scratch = Arc::new(scratch);
+                let file = ReplyFile::new(scratch.clone());
+                let opened = file.opened();
+                let reply_context = ReplyContext {
+                    job_id: job.id.clone(),
+                    url: job.files[0].remote.clone(),
+                    source_size: job.files[0].bytes_total.unwrap_or(0),
+                    source_sha256,
+                    options: Vec::new(),
                 };
-                Some(ReplyRecord { reply, data })
+                let data = self
+                    .inner
+                    .runtime
+                    .process_reply(processor, reply_context, head.clone(), body, file, context)
+                    .await?;
+                if opened.load(Ordering::Acquire) {
+                    spool.replace_with(&scratch)?;
+                }
+                Some(data)
             }
             None => None,
         };
-        self.save_if_running(&job.id, generation, |slot| {
-            let job = &mut slot.job;
-            job.reply = reply;
-            job.files[0].bytes_transferred = job.files[0].bytes_total.unwrap_or(0);
-            job.files[0].complete = true;
-            true
+        let in_file = spool.keep()?;
+        Ok(ReplyRecord {
+            reply: crate::plugin::UploadReply {
+                status: head.status,
+                headers: head.headers,
+                body: data,
+                size,
+            },
+            data: processed,
+            in_file,
         })
-        .map_err(|e| attach(store_error(&e)))?;
-        Ok(())
     }
 
     /// Records how a transfer ended, unless the job moved on meanwhile
@@ -1402,6 +1547,16 @@ fn server_cancel_remaining(job: &Job, now: std::time::SystemTime) -> Option<Dura
 }
 
 fn delete_temp_files(job: &Job) {
+    if let Some(reply_file) = &job.settings.reply_file {
+        let removed = as_owner(job.owner, || {
+            TempFile::reopen(reply_file, &reply_tag(&job.id)).and_then(|t| t.remove())
+        });
+        if let Err(e) = removed
+            && e.code != "cannot-open-file"
+        {
+            tracing::warn!(job = %job.id, "cannot delete the temporary reply file of {}: {e}", reply_file.display());
+        }
+    }
     if job.job_type != JobType::Download {
         return;
     }
@@ -1445,6 +1600,23 @@ fn open_temp(file: &JobFile, tag: &str, owner: u32) -> Result<TempFile, Transfer
     let temp = TempFile::reopen(&file.local, tag)?;
     temp.truncate(file.bytes_transferred)?;
     Ok(temp)
+}
+
+/// The temporary-file tag of job `id`'s reply file.
+fn reply_tag(id: &str) -> String {
+    format!("{}-reply", temp_tag(id))
+}
+
+/// A fresh spool for an upload-reply job's reply; a daemon running as root
+/// gives its reply file to the job's owner.
+fn reply_spool(job: &Job) -> Result<ReplySpool, TransferError> {
+    let spool = ReplySpool::create(job.settings.reply_file.as_deref(), &reply_tag(&job.id))?;
+    if spool.is_reply_file() {
+        crate::identity::give_to_owner(&spool.file(), job.owner).map_err(|e| {
+            TransferError::local_file("cannot-create-file", &e, "the reply file")
+        })?;
+    }
+    Ok(spool)
 }
 
 /// Opens an upload source without following a symlink.

@@ -99,3 +99,39 @@ impl fmt::Display for TransferError {
         Ok(())
     }
 }
+
+/// The stable codes a plugin's typed `error-code` maps to, and the ones the
+/// host acts on (a free-form plugin code can never be one of those).
+pub mod code {
+    pub const RESOURCE_CHANGED: &str = "resource-changed";
+    pub const RANGE_MISMATCH: &str = "range-mismatch";
+    pub const LENGTH_MISMATCH: &str = "length-mismatch";
+    pub const CONNECTION_DROPPED: &str = "connection-dropped";
+    pub const SESSION_EXPIRED: &str = "session-expired";
+    pub const CANCELLED: &str = "cancelled";
+    pub const UNSUPPORTED: &str = "unsupported";
+    pub const HOST_NOT_GRANTED: &str = "host-not-granted";
+    pub const HTTP_STATUS: &str = "http-status";
+    /// A free-form plugin code the host could not keep as it was.
+    pub const PLUGIN_ERROR: &str = "plugin-error";
+
+    /// The codes with a fixed meaning: only the contract's typed cases (or
+    /// the host itself) produce them.
+    pub const ACTED_ON: &[&str] = &[
+        RESOURCE_CHANGED,
+        RANGE_MISMATCH,
+        LENGTH_MISMATCH,
+        CONNECTION_DROPPED,
+        SESSION_EXPIRED,
+        CANCELLED,
+        UNSUPPORTED,
+        HOST_NOT_GRANTED,
+        HTTP_STATUS,
+        PLUGIN_ERROR,
+        "reply-too-large",
+        "local-file-changed",
+        "plugin-trap",
+        "plugin-deadline",
+        "plugin-memory",
+    ];
+}

@@ -7,7 +7,8 @@
 //! `complete` is never followed: the final rename happens inside the
 //! directory that was checked, and replaces whatever entry has the
 //! destination's name instead of writing through it. Finishing syncs the
-//! file, renames it into place atomically, and syncs the directory.
+//! file, renames it into place atomically, and syncs the directory. An
+//! upload-reply job's reply file is kept the same way ([`ReplySpool`]).
 
 use crate::error::{ErrorContext, TransferError};
 use rustix::fs::{Mode, OFlags};
@@ -190,6 +191,88 @@ impl TempFile {
                 &format!("{}", self.path().display()),
             )),
         }
+    }
+}
+
+/// Where an upload-reply job's reply is written while the upload runs, and
+/// kept until `complete`: the hidden temporary file of the job's reply file
+/// (moved into place on `complete` like a download), or, for a job without
+/// one, an anonymous temporary file that only lends the reply's first MiB to
+/// the job's record.
+pub struct ReplySpool {
+    temp: Option<TempFile>,
+    file: Arc<File>,
+}
+
+impl ReplySpool {
+    /// A fresh spool: the temporary file of `reply_file` for job `tag`,
+    /// created anew (a leftover of an earlier attempt is removed first), or
+    /// an anonymous temporary file.
+    pub fn create(reply_file: Option<&Path>, tag: &str) -> Result<ReplySpool, TransferError> {
+        match reply_file {
+            Some(path) => {
+                if let Ok(old) = TempFile::reopen(path, tag) {
+                    old.remove()?;
+                }
+                let temp = TempFile::create(path, tag)?;
+                Ok(ReplySpool {
+                    file: temp.file(),
+                    temp: Some(temp),
+                })
+            }
+            None => {
+                let file = tempfile::tempfile().map_err(|e| {
+                    TransferError::local_file("cannot-create-file", &e, "the reply's spool file")
+                })?;
+                Ok(ReplySpool {
+                    temp: None,
+                    file: Arc::new(file),
+                })
+            }
+        }
+    }
+
+    /// The open file, to hand to the plugin's reply sink.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// Whether the reply is written beside the job's reply file.
+    pub fn is_reply_file(&self) -> bool {
+        self.temp.is_some()
+    }
+
+    /// Makes the reply durable.
+    pub fn sync(&self) -> Result<(), TransferError> {
+        match &self.temp {
+            Some(temp) => temp.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces the reply with the content of `other` (what a reply
+    /// processor wrote), when the reply goes to a reply file.
+    pub fn replace_with(&self, other: &File) -> Result<(), TransferError> {
+        let Some(temp) = &self.temp else {
+            return Ok(());
+        };
+        let failed = |e: std::io::Error| {
+            TransferError::local_file("write-failed", &e, &temp.path().display().to_string())
+        };
+        temp.truncate(0)?;
+        let mut reader = other;
+        std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(0)).map_err(failed)?;
+        let mut writer: &File = &self.file;
+        std::io::Seek::seek(&mut writer, std::io::SeekFrom::Start(0)).map_err(failed)?;
+        std::io::copy(&mut reader, &mut writer).map_err(failed)?;
+        temp.sync()
+    }
+
+    /// Keeps the reply for `complete`: true when it waits in the reply
+    /// file's temporary file.
+    pub fn keep(self) -> Result<bool, TransferError> {
+        self.sync()?;
+        Ok(self.temp.is_some())
     }
 }
 

@@ -125,6 +125,10 @@ pub struct JobSettings {
     pub notify_command: Option<String>,
     /// The reply processor of an upload-reply job, if any.
     pub reply_processor: Option<String>,
+    /// Where an upload-reply job's reply file goes on `complete` (BITS
+    /// `SetReplyFileName`); none keeps the reply as data only.
+    #[serde(default)]
+    pub reply_file: Option<std::path::PathBuf>,
 }
 
 /// The floor of the retry delay.
@@ -140,6 +144,7 @@ impl Default for JobSettings {
             credentials: None,
             notify_command: None,
             reply_processor: None,
+            reply_file: None,
         }
     }
 }
@@ -176,6 +181,10 @@ pub struct ReplyRecord {
     /// What the reply processor made of it (at most 1 MiB), if one ran.
     #[serde(with = "crate::store::base64_bytes::option")]
     pub data: Option<Vec<u8>>,
+    /// Whether the reply waits in a temporary file beside the job's reply
+    /// file, to be moved into place on `complete`.
+    #[serde(default)]
+    pub in_file: bool,
 }
 
 /// A transfer job.

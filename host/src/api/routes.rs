@@ -209,7 +209,7 @@ async fn dispatch(
         Route::SetJob => {
             let body: SetRequest = read_json(state, request).await?;
             engine.get(caller, &id)?;
-            for setting in settings(state, body)? {
+            for setting in settings(state, peer, body)? {
                 engine.set(caller, &id, setting)?;
             }
             Ok(json(
@@ -343,7 +343,7 @@ fn check_local(peer: &Peer, job_type: JobType, local: &Path) -> Result<(), ApiEr
 }
 
 /// Turns a PATCH body into the engine's setters, checking every value first.
-fn settings(state: &ApiState, body: SetRequest) -> Result<Vec<Setting>, ApiError> {
+fn settings(state: &ApiState, peer: &Peer, body: SetRequest) -> Result<Vec<Setting>, ApiError> {
     let mut out = Vec::new();
     if let Some(name) = body.name {
         check_len("name", &name, MAX_NAME)?;
@@ -401,6 +401,13 @@ fn settings(state: &ApiState, body: SetRequest) -> Result<Vec<Setting>, ApiError
             state.runtime.reply_processor(name)?;
         }
         out.push(Setting::ReplyProcessor(processor));
+    }
+    if let Some(reply_file) = body.reply_file {
+        if let Some(path) = &reply_file {
+            // Written like a download: the caller must be able to write its directory.
+            check_local(peer, JobType::Download, path)?;
+        }
+        out.push(Setting::ReplyFile(reply_file));
     }
     Ok(out)
 }

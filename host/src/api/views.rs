@@ -71,12 +71,19 @@ pub struct SettingsView {
     pub credentials: Option<String>,
     pub notify_command: Option<String>,
     pub reply_processor: Option<String>,
+    /// Where an upload-reply job's reply file goes on `complete`.
+    #[serde(default)]
+    pub reply_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyView {
     pub status: u16,
-    pub bytes: usize,
+    /// The size of the whole reply body.
+    pub bytes: u64,
+    /// Whether the reply waits for `complete` to move it to the reply file.
+    #[serde(default)]
+    pub in_file: bool,
 }
 
 impl JobView {
@@ -119,10 +126,12 @@ impl JobView {
                 }),
                 notify_command: s.notify_command.clone(),
                 reply_processor: s.reply_processor.clone(),
+                reply_file: s.reply_file.clone(),
             },
             reply: job.reply.as_ref().map(|r| ReplyView {
                 status: r.reply.status,
-                bytes: r.reply.body.len(),
+                bytes: r.reply.size.max(r.reply.body.len() as u64),
+                in_file: r.in_file,
             }),
         }
     }
@@ -260,6 +269,13 @@ pub struct SetRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub reply_processor: Option<Option<String>>,
+    /// An absolute path, or null to keep the reply as data only.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reply_file: Option<Option<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

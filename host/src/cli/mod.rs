@@ -155,6 +155,12 @@ enum Command {
         /// The reply processor plugin of an upload-reply job.
         #[arg(long, value_name = "PLUGIN")]
         reply_processor: Option<String>,
+        /// Where an upload-reply job's reply goes on `complete` (any size; without
+        /// one only a reply of at most 1 MiB is kept, as data).
+        #[arg(long, value_name = "PATH", conflicts_with = "clear_reply_file")]
+        reply_file: Option<PathBuf>,
+        #[arg(long)]
+        clear_reply_file: bool,
     },
     /// Make a job yours (administrators).
     TakeOwnership { job: String },
@@ -460,6 +466,8 @@ async fn client_command(client: &mut Client, command: Command, json: bool) -> Ou
             notify_command,
             clear_notify_command,
             reply_processor,
+            reply_file,
+            clear_reply_file,
         } => {
             let request = SetRequest {
                 name,
@@ -486,6 +494,11 @@ async fn client_command(client: &mut Client, command: Command, json: bool) -> Ou
                     notify_command.map(Some)
                 },
                 reply_processor: reply_processor.map(Some),
+                reply_file: if clear_reply_file {
+                    Some(None)
+                } else {
+                    reply_file.as_deref().map(absolute).transpose()?.map(Some)
+                },
             };
             let view: JobView = client
                 .call(Method::PATCH, &job_path(&job, ""), Some(&request))

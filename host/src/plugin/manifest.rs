@@ -1,22 +1,47 @@
-//! A plugin's manifest: what it is, which URL schemes it serves, what it can
-//! do, which hosts it may reach and the limits it runs under (SPEC §3).
+//! A plugin's manifest: what the operator must see before loading it — its
+//! name and version, the URL schemes it serves, the hosts it asks to reach
+//! and the limits it runs under (SPEC §3).
 //!
-//! The host reads it before loading the component and checks the component
-//! against it; the operator's grants narrow what it declares.
+//! What a plugin can do is not declared here: the host learns it from the
+//! component's exports. A manifest written for `ferry:transfer@0.1.0` still
+//! lists `capabilities`; it is accepted, and must agree with the component.
+//! The operator's grants narrow the hosts it declares.
 
 use serde::Deserialize;
 use std::time::Duration;
 
-/// What a transport can do, as a manifest declares it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+/// Something a plugin can do: what its component exports (0.2), or reports
+/// and its 0.1-era manifest lists.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
+    /// Downloads (`ferry:transfer/download`).
     Download,
+    /// Uploads and their cancels (`ferry:transfer/upload`).
     Upload,
+    /// Uploads that return the server's reply (`ferry:transfer/upload-reply`).
     UploadReply,
+    /// Byte ranges and resume. Every 0.2 download transport takes ranges
+    /// (it answers `unsupported` where its protocol has none); a 0.1 plugin
+    /// reports it.
     Ranges,
-    /// The plugin is a reply processor (the `reply-processor` world).
+    /// Reply processing (`ferry:transfer/reply-processing`).
     ReplyProcessing,
+}
+
+impl Capability {
+    /// The manifest's (kebab-case) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Download => "download",
+            Capability::Upload => "upload",
+            Capability::UploadReply => "upload-reply",
+            Capability::Ranges => "ranges",
+            Capability::ReplyProcessing => "reply-processing",
+        }
+    }
 }
 
 /// The manifest file (TOML) that sits beside every plugin component.
@@ -28,7 +53,10 @@ pub struct Manifest {
     /// URL schemes served, lower case, e.g. `["http", "https"]`.
     #[serde(default)]
     pub schemes: Vec<String>,
-    pub capabilities: Vec<Capability>,
+    /// The 0.1 format's list of what the plugin does; when present it must
+    /// agree with the component. New manifests leave it out.
+    #[serde(default)]
+    pub capabilities: Option<Vec<Capability>>,
     /// Host patterns the plugin may ask to reach: `*`, `example.com`,
     /// `*.example.com`, or any of them with `:port`.
     #[serde(default)]
@@ -118,17 +146,19 @@ impl Manifest {
                 return invalid(format!("scheme {scheme:?} is not a lower-case URL scheme"));
             }
         }
-        let processor = self.capabilities.contains(&Capability::ReplyProcessing);
-        if processor && self.capabilities.len() > 1 {
-            return invalid(
-                "reply-processing cannot be combined with transport capabilities".into(),
-            );
-        }
-        if !processor && self.schemes.is_empty() {
-            return invalid("a transport must serve at least one URL scheme".into());
-        }
-        if self.capabilities.is_empty() {
-            return invalid("capabilities must not be empty".into());
+        if let Some(capabilities) = &self.capabilities {
+            if capabilities.is_empty() {
+                return invalid("capabilities, when listed, must not be empty".into());
+            }
+            let processor = capabilities.contains(&Capability::ReplyProcessing);
+            if processor && capabilities.len() > 1 {
+                return invalid(
+                    "reply-processing cannot be combined with transport capabilities".into(),
+                );
+            }
+            if !processor && self.schemes.is_empty() {
+                return invalid("a transport must serve at least one URL scheme".into());
+            }
         }
         for pattern in &self.allowed_hosts {
             crate::plugin::grants::HostPattern::parse(pattern).map_err(ManifestError::Invalid)?;
@@ -140,10 +170,6 @@ impl Manifest {
             return invalid(format!("limits.deadline-ms must be 1..={MAX_DEADLINE_MS}"));
         }
         Ok(())
-    }
-
-    pub fn is_reply_processor(&self) -> bool {
-        self.capabilities.contains(&Capability::ReplyProcessing)
     }
 }
 
@@ -169,12 +195,27 @@ mod tests {
         assert_eq!(m.schemes, ["http", "https"]);
         assert_eq!(m.limits.memory_bytes(), 32 << 20);
         assert_eq!(m.limits.deadline(), Duration::from_millis(500));
+        assert_eq!(
+            m.capabilities,
+            Some(vec![Capability::Download, Capability::Ranges])
+        );
+    }
+
+    #[test]
+    fn a_0_2_manifest_lists_no_capabilities() {
+        let m = Manifest::parse(
+            "name = 'mirror'\nversion = '0.2.0'\nschemes = ['mirror']\nallowed-hosts = ['*']",
+        )
+        .unwrap();
+        assert_eq!(m.capabilities, None);
+        assert_eq!(m.limits.memory_mib, 64);
     }
 
     #[test]
     fn refuses_bad_manifests() {
         for text in [
             "name = 'x'\nversion = '1'\ncapabilities = ['download']",
+            "version = '1'\nschemes = ['a']",
             "name = 'x y'\nversion = '1'\nschemes = ['a']\ncapabilities = ['download']",
             "name = 'x'\nversion = '1'\nschemes = ['A']\ncapabilities = ['download']",
             "name = 'x'\nversion = '1'\nschemes = ['a']\ncapabilities = []",

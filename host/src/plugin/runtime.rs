@@ -6,37 +6,46 @@
 //! - One compile per plugin: the component's code is cached on disk, keyed by
 //!   the component's hash and the engine's compatibility, and linked once into
 //!   an `InstancePre`.
+//! - What a plugin can do is read from the component: the `ferry:transfer`
+//!   interfaces it exports, and the contract version they carry (0.2.0, or
+//!   0.1.0 through `legacy`). A manifest that disagrees is refused at load.
 //! - Every call gets its own store and instance, dropped after the call: a
 //!   plugin that trapped, ran out of time or memory cannot poison the next
 //!   call, and the daemon goes on.
 
 use crate::error::{ErrorContext, TransferError};
-use crate::plugin::bindings::reply_processor::{ReplyProcessor, ReplyProcessorPre};
-use crate::plugin::bindings::{Transport, TransportPre};
+use crate::plugin::bindings::v0_2;
 use crate::plugin::grants::HostPolicy;
+use crate::plugin::legacy;
 use crate::plugin::manifest::{Capability, Manifest, ManifestError};
 use crate::plugin::network::{Network, NetworkConfig, NetworkError, PluginHttp};
 use crate::plugin::sandbox::{LimitHit, PluginState};
-use crate::plugin::streams::{Destination, Source};
+use crate::plugin::streams::{Destination, ReplyFile, ReplySink, Source};
 use crate::plugin::transfer::{
-    Capabilities, DownloadRequest, JobContext, RemoteInfo, UploadReply, UploadRequest,
+    DownloadRequest, JobContext, ReplyContext, ReplyHead, UploadReply, UploadRequest,
 };
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::component::{Component, Instance, InstancePre, Linker};
+use wasmtime::{Config, Engine as WasmEngine, Store};
 
-/// The most reply bytes (an upload's reply body, a processor's reply data)
-/// the host takes (WIT `upload-reply`, `replies.process`).
-const MAX_REPLY: usize = 1 << 20;
+/// The most reply data (what the owner reads of an upload's reply, or what a
+/// processor returns) the host keeps; larger replies live in the reply file.
+pub const MAX_REPLY_DATA: usize = 1 << 20;
 
 /// How often the engine's epoch advances: the granularity of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The export names of the current contract.
+const DOWNLOAD: &str = "ferry:transfer/download@0.2.0";
+const UPLOAD: &str = "ferry:transfer/upload@0.2.0";
+const UPLOAD_REPLY: &str = "ferry:transfer/upload-reply@0.2.0";
+const REPLY_PROCESSING: &str = "ferry:transfer/reply-processing@0.2.0";
 
 /// How a host's plugin runtime is set up.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +75,8 @@ pub enum RuntimeError {
     #[error("plugin {plugin}: the component could not be compiled or linked: {message}")]
     Component { plugin: String, message: String },
     #[error("plugin {plugin}: {message}")]
+    Contract { plugin: String, message: String },
+    #[error("plugin {plugin}: {message}")]
     Mismatch { plugin: String, message: String },
     #[error("plugin {plugin}: scheme {scheme:?} is already served by plugin {other}")]
     SchemeTaken {
@@ -83,25 +94,130 @@ pub enum RuntimeError {
     },
 }
 
+/// The `ferry:transfer` version a component was built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// `ferry:transfer@0.1.0`, loaded through `legacy`.
+    V0_1,
+    /// `ferry:transfer@0.2.0`, the current contract.
+    V0_2,
+}
+
+impl Contract {
+    /// The package version, as the WIT spells it.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+}
+
 /// A loaded plugin, ready to instantiate.
 pub struct Plugin {
     pub manifest: Manifest,
     pub builtin: bool,
-    pub capabilities: Capabilities,
+    pub contract: Contract,
+    /// What the component exports (or, for 0.1, reports).
+    pub abilities: BTreeSet<Capability>,
     policy: Arc<HostPolicy>,
-    world: World,
+    pre: InstancePre<PluginState>,
+    exports: Exports,
 }
 
-enum World {
-    Transport(TransportPre<PluginState>),
-    ReplyProcessor(ReplyProcessorPre<PluginState>),
+impl Plugin {
+    /// Whether the plugin can do `ability`.
+    pub fn can(&self, ability: Capability) -> bool {
+        self.abilities.contains(&ability)
+    }
+
+    /// Whether the plugin is a transport (serves URL schemes).
+    pub fn is_transport(&self) -> bool {
+        self.can(Capability::Download) || self.can(Capability::Upload)
+    }
+}
+
+/// The export indices of a loaded component, by contract.
+enum Exports {
+    V0_2(CurrentExports),
+    V0_1(legacy::Exports),
+}
+
+/// The 0.2 interfaces a component exports, each looked up once.
+#[derive(Default)]
+struct CurrentExports {
+    download: Option<v0_2::exports::ferry::transfer::download::GuestIndices>,
+    upload: Option<v0_2::exports::ferry::transfer::upload::GuestIndices>,
+    upload_reply: Option<v0_2::exports::ferry::transfer::upload_reply::GuestIndices>,
+    reply_processing: Option<v0_2::exports::ferry::transfer::reply_processing::GuestIndices>,
+}
+
+/// The names of a component's imports and exports.
+struct Interfaces {
+    imports: Vec<String>,
+    exports: Vec<String>,
+}
+
+impl Interfaces {
+    fn of(component: &Component, engine: &WasmEngine) -> Interfaces {
+        let ty = component.component_type();
+        Interfaces {
+            imports: ty.imports(engine).map(|(n, _)| n.to_string()).collect(),
+            exports: ty.exports(engine).map(|(n, _)| n.to_string()).collect(),
+        }
+    }
+
+    /// The contract the component was built against, or why it has none
+    /// this host loads.
+    fn contract(&self) -> Result<Contract, String> {
+        let versions: BTreeSet<&str> = self
+            .imports
+            .iter()
+            .chain(&self.exports)
+            .filter_map(|name| name.strip_prefix("ferry:transfer/"))
+            .map(|rest| rest.split_once('@').map_or("(unversioned)", |(_, v)| v))
+            .collect();
+        let known: Vec<&str> = self
+            .exports
+            .iter()
+            .filter(|name| name.starts_with("ferry:transfer/"))
+            .map(String::as_str)
+            .collect();
+        if let Some(unknown) = versions.iter().find(|v| !matches!(**v, "0.1.0" | "0.2.0")) {
+            return Err(format!(
+                "it was built against ferry:transfer@{unknown}, which this host does not load \
+                 (it loads ferry:transfer@0.1.0 and @0.2.0)"
+            ));
+        }
+        if versions.len() > 1 {
+            return Err(format!(
+                "it mixes ferry:transfer versions {}",
+                versions.into_iter().collect::<Vec<_>>().join(" and ")
+            ));
+        }
+        if known.is_empty() {
+            let exports = if self.exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                self.exports.join(", ")
+            };
+            return Err(format!(
+                "it exports nothing Ferry knows (it exports {exports}); a plugin exports \
+                 ferry:transfer/download, upload, upload-reply or reply-processing @0.2.0"
+            ));
+        }
+        Ok(if versions.contains("0.1.0") {
+            Contract::V0_1
+        } else {
+            Contract::V0_2
+        })
+    }
 }
 
 /// The plugin runtime of one host.
 pub struct PluginRuntime {
-    engine: Engine,
-    transport_linker: Linker<PluginState>,
-    processor_linker: Linker<PluginState>,
+    engine: WasmEngine,
+    linker: Linker<PluginState>,
     network: Arc<Network>,
     config: RuntimeConfig,
     plugins: HashMap<String, Arc<Plugin>>,
@@ -114,15 +230,12 @@ impl PluginRuntime {
     /// A runtime with no plugins loaded.
     pub fn new(config: RuntimeConfig) -> Result<PluginRuntime, RuntimeError> {
         let (engine, pooling) = new_engine()?;
-        let mut transport_linker = Linker::new(&engine);
-        let mut processor_linker = Linker::new(&engine);
-        link_host(&mut transport_linker, true)?;
-        link_host(&mut processor_linker, false)?;
+        let mut linker = Linker::new(&engine);
+        link_host(&mut linker)?;
         Ok(PluginRuntime {
             _epoch: EpochTicker::start(&engine),
             engine,
-            transport_linker,
-            processor_linker,
+            linker,
             network: Arc::new(Network::new(&config.network)?),
             config,
             plugins: HashMap::new(),
@@ -167,11 +280,19 @@ impl PluginRuntime {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let result = std::fs::read_to_string(wasm_path.with_extension("toml"))
-                .and_then(|manifest| Ok((manifest, std::fs::read(&wasm_path)?)))
+            let manifest_path = wasm_path.with_extension("toml");
+            let result = std::fs::read_to_string(&manifest_path)
                 .map_err(|source| RuntimeError::PluginsDir {
-                    dir: wasm_path.clone(),
+                    dir: manifest_path.clone(),
                     source,
+                })
+                .and_then(|manifest| {
+                    let wasm =
+                        std::fs::read(&wasm_path).map_err(|source| RuntimeError::PluginsDir {
+                            dir: wasm_path.clone(),
+                            source,
+                        })?;
+                    Ok((manifest, wasm))
                 })
                 .and_then(|(manifest, wasm)| self.load(&manifest, &wasm, false));
             match result {
@@ -201,6 +322,10 @@ impl PluginRuntime {
             plugin: name.clone(),
             message,
         };
+        let mismatch = |message: String| RuntimeError::Mismatch {
+            plugin: name.clone(),
+            message,
+        };
         if self.plugins.contains_key(&name) {
             return Err(RuntimeError::NameTaken { plugin: name });
         }
@@ -216,21 +341,19 @@ impl PluginRuntime {
         let component = self
             .compile(wasm)
             .map_err(|e| component_error(format!("{e:#}")))?;
-        let world = if manifest.is_reply_processor() {
-            let pre = self
-                .processor_linker
-                .instantiate_pre(&component)
-                .map_err(|e| component_error(format!("{e:#}")))?;
-            World::ReplyProcessor(
-                ReplyProcessorPre::new(pre).map_err(|e| component_error(format!("{e:#}")))?,
-            )
-        } else {
-            let pre = self
-                .transport_linker
-                .instantiate_pre(&component)
-                .map_err(|e| component_error(format!("{e:#}")))?;
-            World::Transport(TransportPre::new(pre).map_err(|e| component_error(format!("{e:#}")))?)
-        };
+        let interfaces = Interfaces::of(&component, &self.engine);
+        let contract = interfaces
+            .contract()
+            .map_err(|message| RuntimeError::Contract {
+                plugin: name.clone(),
+                message,
+            })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| component_error(format!("{e:#}")))?;
+        let exports = find_exports(&pre, &interfaces, contract)
+            .map_err(|e| component_error(format!("{e:#}")))?;
         let default_grant = if builtin {
             vec!["*".to_string()]
         } else {
@@ -242,67 +365,72 @@ impl PluginRuntime {
             .get(&name)
             .cloned()
             .unwrap_or(default_grant);
-        let policy = HostPolicy::new(&manifest.allowed_hosts, &granted).map_err(|message| {
-            RuntimeError::Mismatch {
-                plugin: name.clone(),
-                message: format!("operator grant: {message}"),
-            }
-        })?;
+        let policy = HostPolicy::new(&manifest.allowed_hosts, &granted)
+            .map_err(|message| mismatch(format!("operator grant: {message}")))?;
         let mut plugin = Plugin {
             manifest,
             builtin,
-            capabilities: Capabilities::default(),
+            contract,
+            abilities: BTreeSet::new(),
             policy: Arc::new(policy),
-            world,
+            pre,
+            exports,
         };
-        if let World::Transport(_) = plugin.world {
-            plugin.capabilities =
-                self.check_capabilities(&plugin)
-                    .map_err(|message| RuntimeError::Mismatch {
-                        plugin: name.clone(),
-                        message,
-                    })?;
-        }
+        plugin.abilities = self.abilities(&plugin).map_err(mismatch)?;
+        check_manifest(&plugin).map_err(mismatch)?;
         for scheme in &plugin.manifest.schemes {
             self.schemes.insert(scheme.clone(), name.clone());
         }
-        tracing::info!(plugin = %name, version = %plugin.manifest.version, builtin, "plugin loaded");
+        tracing::info!(
+            plugin = %name,
+            version = %plugin.manifest.version,
+            contract = plugin.contract.version(),
+            abilities = ?plugin.abilities,
+            builtin,
+            "plugin loaded"
+        );
         self.plugins.insert(name.clone(), Arc::new(plugin));
         Ok(name)
     }
 
-    /// Asks the component what it implements and checks the manifest claims
-    /// no more than that.
-    fn check_capabilities(&self, plugin: &Plugin) -> Result<Capabilities, String> {
-        let job = JobContext::new("load");
-        let reported = futures::executor::block_on(self.run_transport(
-            plugin,
-            &job,
-            async |store, transport| {
-                transport
-                    .ferry_transfer_transfers()
-                    .call_supported(store)
-                    .await
-                    .map(Ok)
-            },
-        ))
-        .map_err(|e| format!("asking for its capabilities failed: {e}"))?;
-        let caps = Capabilities::from(reported);
-        for claimed in &plugin.manifest.capabilities {
-            let has = match claimed {
-                Capability::Download => caps.download,
-                Capability::Upload => caps.upload,
-                Capability::UploadReply => caps.upload_reply,
-                Capability::Ranges => caps.ranges,
-                Capability::ReplyProcessing => false,
-            };
-            if !has {
-                return Err(format!(
-                    "the manifest claims {claimed:?} but the component does not implement it"
-                ));
+    /// What `plugin` can do: its 0.2 exports, or what a 0.1 transport
+    /// reports.
+    fn abilities(&self, plugin: &Plugin) -> Result<BTreeSet<Capability>, String> {
+        match &plugin.exports {
+            Exports::V0_2(exports) => {
+                let mut abilities = BTreeSet::new();
+                if exports.download.is_some() {
+                    abilities.extend([Capability::Download, Capability::Ranges]);
+                }
+                if exports.upload.is_some() {
+                    abilities.insert(Capability::Upload);
+                }
+                if exports.upload_reply.is_some() {
+                    if exports.upload.is_none() {
+                        return Err(
+                            "the component exports upload-reply without upload (a plugin that \
+                             returns replies exports both)"
+                                .into(),
+                        );
+                    }
+                    abilities.insert(Capability::UploadReply);
+                }
+                if exports.reply_processing.is_some() {
+                    abilities.insert(Capability::ReplyProcessing);
+                }
+                Ok(abilities)
+            }
+            Exports::V0_1(legacy::Exports::Replies(_)) => {
+                Ok(BTreeSet::from([Capability::ReplyProcessing]))
+            }
+            Exports::V0_1(exports) => {
+                let job = JobContext::new("load");
+                futures::executor::block_on(self.run(plugin, &job, async |store, instance| {
+                    legacy::supported(exports, store, instance).await
+                }))
+                .map_err(|e| format!("asking for its capabilities failed: {e}"))
             }
         }
-        Ok(caps)
     }
 
     /// The loaded plugins, by name.
@@ -336,7 +464,7 @@ impl PluginRuntime {
     pub fn reply_processor(&self, name: &str) -> Result<Arc<Plugin>, TransferError> {
         self.plugins
             .get(name)
-            .filter(|p| matches!(p.world, World::ReplyProcessor(_)))
+            .filter(|p| p.can(Capability::ReplyProcessing))
             .cloned()
             .ok_or_else(|| {
                 TransferError::fatal(
@@ -345,20 +473,6 @@ impl PluginRuntime {
                     format!("no reply processor named {name:?}"),
                 )
             })
-    }
-
-    /// Asks the server about `url` (size, validator, ranges).
-    pub async fn probe(&self, url: &str, job: &JobContext) -> Result<RemoteInfo, TransferError> {
-        let plugin = self.transport_for(url)?;
-        let url = url.to_string();
-        self.run_transport(&plugin, job, async move |store, transport| {
-            transport
-                .ferry_transfer_transfers()
-                .call_probe(store, &url)
-                .await
-        })
-        .await
-        .map(RemoteInfo::from)
     }
 
     /// Downloads into `destination`. The bytes written are in the
@@ -370,20 +484,30 @@ impl PluginRuntime {
         destination: Destination,
     ) -> Result<(), TransferError> {
         let plugin = self.transport_for(&request.url)?;
-        if !plugin.capabilities.download {
+        if !plugin.can(Capability::Download) {
             return Err(unsupported(&plugin, "download"));
         }
-        if (request.offset > 0 || request.end.is_some()) && !plugin.capabilities.ranges {
+        if (request.offset > 0 || request.end.is_some()) && !plugin.can(Capability::Ranges) {
             return Err(unsupported(&plugin, "ranges"));
         }
         let progress = destination.progress();
+        let context = job.to_wit(&self.config.network);
+        let exports = &plugin.exports;
         let result = self
-            .run_transport(&plugin, job, async move |store, transport| {
+            .run(&plugin, job, async move |store, instance| {
                 lend(store, destination, async |store, borrowed| {
-                    transport
-                        .ferry_transfer_transfers()
-                        .call_download(store, &request.into(), borrowed)
-                        .await
+                    match exports {
+                        Exports::V0_2(exports) => {
+                            let guest = present(&exports.download)?.load(&mut *store, instance)?;
+                            let result = guest
+                                .call_download(store, &context, &request.into(), borrowed)
+                                .await?;
+                            Ok(result.map_err(TransferError::from))
+                        }
+                        Exports::V0_1(exports) => {
+                            legacy::download(exports, store, instance, request, borrowed).await
+                        }
+                    }
                 })
                 .await
             })
@@ -391,48 +515,71 @@ impl PluginRuntime {
         prefer_local(result, &progress.local_error)
     }
 
-    /// Uploads `source`; returns the reply when the request asked for one.
+    /// Uploads `source`. With a `reply` sink (upload-reply jobs) the server's
+    /// reply is written into it; the reply's head and size are in the
+    /// sink's progress.
     pub async fn upload(
         &self,
         request: UploadRequest,
         job: &JobContext,
         source: Source,
-    ) -> Result<Option<UploadReply>, TransferError> {
+        reply: Option<ReplySink>,
+    ) -> Result<(), TransferError> {
         let plugin = self.transport_for(&request.url)?;
-        if !plugin.capabilities.upload || (request.want_reply && !plugin.capabilities.upload_reply)
-        {
-            return Err(unsupported(
-                &plugin,
-                if request.want_reply {
-                    "upload-reply"
-                } else {
-                    "upload"
-                },
-            ));
+        let wanted = if reply.is_some() {
+            Capability::UploadReply
+        } else {
+            Capability::Upload
+        };
+        if !plugin.can(Capability::Upload) || !plugin.can(wanted) {
+            return Err(unsupported(&plugin, wanted.name()));
         }
         let progress = source.progress();
+        let context = job.to_wit(&self.config.network);
+        let exports = &plugin.exports;
         let result = self
-            .run_transport(&plugin, job, async move |store, transport| {
-                lend(store, source, async |store, borrowed| {
-                    transport
-                        .ferry_transfer_transfers()
-                        .call_upload(store, &request.into(), borrowed)
-                        .await
+            .run(&plugin, job, async move |store, instance| {
+                lend(store, source, async |store, source| match exports {
+                    Exports::V0_2(exports) => match reply {
+                        None => {
+                            let guest = present(&exports.upload)?.load(&mut *store, instance)?;
+                            let result = guest
+                                .call_upload(store, &context, &request.into(), source)
+                                .await?;
+                            Ok(result.map_err(TransferError::from))
+                        }
+                        Some(sink) => {
+                            let guest = present(&exports.upload_reply)?.load(&mut *store, instance)?;
+                            lend(store, sink, async |store, sink| {
+                                let result = guest
+                                    .call_upload_with_reply(
+                                        store,
+                                        &context,
+                                        &request.into(),
+                                        source,
+                                        sink,
+                                    )
+                                    .await?;
+                                Ok(result.map_err(TransferError::from))
+                            })
+                            .await
+                        }
+                    },
+                    Exports::V0_1(exports) => {
+                        let want_reply = reply.is_some();
+                        let outcome =
+                            legacy::upload(exports, store, instance, request, want_reply, source)
+                                .await?;
+                        Ok(outcome.and_then(|data| match (reply, data) {
+                            (Some(mut sink), Some(data)) => write_reply(&mut sink, data),
+                            _ => Ok(()),
+                        }))
+                    }
                 })
                 .await
             })
             .await;
-        let reply = prefer_local(result, &progress.local_error)?
-            .reply
-            .map(UploadReply::from);
-        if reply.as_ref().is_some_and(|r| r.body.len() > MAX_REPLY) {
-            return Err(TransferError::fatal(
-                ErrorContext::RemoteApplication,
-                "reply-too-large",
-                format!("the server's reply is larger than {MAX_REPLY} bytes"),
-            ));
-        }
-        Ok(reply)
+        prefer_local(result, &progress.local_error)
     }
 
     /// Cancels an unfinished upload session on the server.
@@ -443,46 +590,102 @@ impl PluginRuntime {
         job: &JobContext,
     ) -> Result<(), TransferError> {
         let plugin = self.transport_for(url)?;
-        let (url, session) = (url.to_string(), session.to_string());
-        self.run_transport(&plugin, job, async move |store, transport| {
-            transport
-                .ferry_transfer_transfers()
-                .call_cancel_upload(store, &url, &session)
-                .await
+        if !plugin.can(Capability::Upload) {
+            return Err(unsupported(&plugin, "upload"));
+        }
+        let context = job.to_wit(&self.config.network);
+        let exports = &plugin.exports;
+        self.run(&plugin, job, async move |store, instance| {
+            match exports {
+                Exports::V0_2(exports) => {
+                    let guest = present(&exports.upload)?.load(&mut *store, instance)?;
+                    let result = guest
+                        .call_cancel_upload(store, &context, url, session)
+                        .await?;
+                    Ok(result.map_err(TransferError::from))
+                }
+                Exports::V0_1(exports) => {
+                    legacy::cancel_upload(exports, store, instance, url, session).await
+                }
+            }
         })
         .await
     }
 
-    /// Runs reply processor `name` over `reply`; returns the reply data.
+    /// Runs reply processor `name` over a reply whose body is `body` (a
+    /// stream over the host's copy of it). Returns the reply data; what the
+    /// processor writes to `file` replaces the raw reply as the reply file
+    /// (`file.opened()` tells whether it did).
     pub async fn process_reply(
         &self,
         name: &str,
-        reply: UploadReply,
+        context: ReplyContext,
+        head: ReplyHead,
+        body: Source,
+        file: ReplyFile,
         job: &JobContext,
-        file: Destination,
     ) -> Result<Vec<u8>, TransferError> {
         let plugin = self.reply_processor(name)?;
-        let World::ReplyProcessor(pre) = &plugin.world else {
-            return Err(unsupported(&plugin, "reply processing"));
-        };
-        let mut store = self.new_store(&plugin, job);
-        let call = async {
-            let processor: ReplyProcessor = pre.instantiate_async(&mut store).await?;
-            lend(&mut store, file, async |store, borrowed| {
-                processor
-                    .ferry_transfer_replies()
-                    .call_process(store, &reply.into(), borrowed)
-                    .await
+        // A processor sees the reply, never the owner's headers or credentials.
+        let mut job = job.clone();
+        job.headers.clear();
+        job.credentials = None;
+        let file_progress = file.progress();
+        let opened = file.opened();
+        let exports = &plugin.exports;
+        let data = self
+            .run(&plugin, &job, async move |store, instance| {
+                match exports {
+                    Exports::V0_2(exports) => {
+                        let guest = present(&exports.reply_processing)?.load(&mut *store, instance)?;
+                        let stream = match body.open(0) {
+                            Ok(stream) => stream,
+                            Err(e) => return Ok(Err(e)),
+                        };
+                        let stream: wasmtime_wasi_io::streams::DynInputStream = Box::new(stream);
+                        let stream = store.data_mut().table().push(stream)?;
+                        lend(store, file, async |store, file| {
+                            let result = guest
+                                .call_process(
+                                    store,
+                                    &context.into(),
+                                    &(&head).into(),
+                                    stream,
+                                    file,
+                                )
+                                .await?;
+                            Ok(result.map_err(TransferError::from))
+                        })
+                        .await
+                    }
+                    Exports::V0_1(exports) => {
+                        let data = match read_small(&body) {
+                            Ok(data) => data,
+                            Err(e) => return Ok(Err(e)),
+                        };
+                        let destination = file.into_destination();
+                        lend(store, destination, async |store, destination| {
+                            legacy::process(exports, store, instance, &head, data, destination)
+                                .await
+                        })
+                        .await
+                    }
+                }
             })
-            .await
-        };
-        let outcome = cancellable(job, call).await;
-        let data = settle(&plugin, &store, outcome)?;
-        if data.len() > MAX_REPLY {
+            .await;
+        let data = prefer_local(data, &file_progress.local_error)?;
+        if file_progress.remote.lock().is_ok_and(|r| r.is_some()) {
+            // A 0.1 processor writes its file through a destination.
+            opened.store(true, Ordering::Release);
+        }
+        if data.len() > MAX_REPLY_DATA {
             return Err(TransferError::fatal(
                 ErrorContext::Plugin,
                 "reply-too-large",
-                "the reply processor returned more than 1 MiB of reply data",
+                format!(
+                    "reply processor {name} returned {} bytes of reply data; at most {MAX_REPLY_DATA} are kept",
+                    data.len()
+                ),
             ));
         }
         Ok(data)
@@ -499,34 +702,24 @@ impl PluginRuntime {
             )
         })?;
         let job = JobContext::new("instantiate");
-        let mut store = self.new_store(&plugin, &job);
-        let outcome = match &plugin.world {
-            World::Transport(pre) => pre.instantiate_async(&mut store).await.map(|_| Ok(())),
-            World::ReplyProcessor(pre) => pre.instantiate_async(&mut store).await.map(|_| Ok(())),
-        };
-        settle(&plugin, &store, Ok(outcome))
+        self.run(&plugin, &job, async |_, _| Ok(Ok(()))).await
     }
 
     /// Instantiates `plugin` in a fresh store and runs `call` on it, under
     /// the plugin's limits and the job's cancellation.
-    async fn run_transport<R>(
+    async fn run<R>(
         &self,
         plugin: &Plugin,
         job: &JobContext,
         call: impl AsyncFnOnce(
             &mut Store<PluginState>,
-            &Transport,
-        ) -> wasmtime::Result<
-            Result<R, crate::plugin::bindings::ferry::transfer::types::TransferError>,
-        >,
+            &Instance,
+        ) -> wasmtime::Result<Result<R, TransferError>>,
     ) -> Result<R, TransferError> {
-        let World::Transport(pre) = &plugin.world else {
-            return Err(unsupported(plugin, "transfers"));
-        };
         let mut store = self.new_store(plugin, job);
         let run = async {
-            let transport = pre.instantiate_async(&mut store).await?;
-            call(&mut store, &transport).await
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            call(&mut store, &instance).await
         };
         let outcome = cancellable(job, run).await;
         settle(plugin, &store, outcome)
@@ -593,6 +786,134 @@ impl PluginRuntime {
     }
 }
 
+/// Looks up the `ferry:transfer` interfaces a component exports.
+fn find_exports(
+    pre: &InstancePre<PluginState>,
+    interfaces: &Interfaces,
+    contract: Contract,
+) -> wasmtime::Result<Exports> {
+    let exported = |name: &str| interfaces.exports.iter().any(|e| e == name);
+    Ok(match contract {
+        Contract::V0_1 => {
+            let name = if exported(legacy::REPLIES) {
+                legacy::REPLIES
+            } else {
+                legacy::TRANSFERS
+            };
+            Exports::V0_1(legacy::Exports::find(pre, name)?)
+        }
+        Contract::V0_2 => {
+            use v0_2::exports::ferry::transfer as x;
+            let mut found = CurrentExports::default();
+            if exported(DOWNLOAD) {
+                found.download = Some(x::download::GuestIndices::new(pre)?);
+            }
+            if exported(UPLOAD) {
+                found.upload = Some(x::upload::GuestIndices::new(pre)?);
+            }
+            if exported(UPLOAD_REPLY) {
+                found.upload_reply = Some(x::upload_reply::GuestIndices::new(pre)?);
+            }
+            if exported(REPLY_PROCESSING) {
+                found.reply_processing = Some(x::reply_processing::GuestIndices::new(pre)?);
+            }
+            Exports::V0_2(found)
+        }
+    })
+}
+
+/// Checks the manifest against what the component can do, naming the
+/// difference: a transport names its schemes, a reply processor names none,
+/// and a 0.1-era `capabilities` list agrees with the component.
+fn check_manifest(plugin: &Plugin) -> Result<(), String> {
+    let manifest = &plugin.manifest;
+    let names = |set: &BTreeSet<Capability>| {
+        set.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+    };
+    if plugin.abilities.is_empty() {
+        return Err("the component can do nothing (it reports no capability)".into());
+    }
+    if plugin.is_transport() && manifest.schemes.is_empty() {
+        return Err(format!(
+            "the component exports {} but the manifest names no URL scheme",
+            names(&plugin.abilities)
+        ));
+    }
+    if !plugin.is_transport() && !manifest.schemes.is_empty() {
+        return Err(format!(
+            "the manifest names schemes {:?} but the component exports no transport \
+             interface (it exports {})",
+            manifest.schemes,
+            names(&plugin.abilities)
+        ));
+    }
+    let Some(listed) = &manifest.capabilities else {
+        return Ok(());
+    };
+    let listed: BTreeSet<Capability> = listed.iter().copied().collect();
+    let claimed_only: BTreeSet<Capability> = listed.difference(&plugin.abilities).copied().collect();
+    if !claimed_only.is_empty() {
+        return Err(format!(
+            "the manifest lists {} but the component does not implement it (it {} {})",
+            names(&claimed_only),
+            match plugin.contract {
+                Contract::V0_1 => "reports",
+                Contract::V0_2 => "exports",
+            },
+            names(&plugin.abilities)
+        ));
+    }
+    // A 0.1 host accepted a manifest listing less than the component did;
+    // a 0.2 manifest that lists capabilities lists them all (ranges aside,
+    // which every 0.2 download transport takes).
+    let mut unlisted: BTreeSet<Capability> = plugin.abilities.difference(&listed).copied().collect();
+    unlisted.remove(&Capability::Ranges);
+    if plugin.contract == Contract::V0_2 && !unlisted.is_empty() {
+        return Err(format!(
+            "the component exports {} but the manifest's capabilities leave it out",
+            names(&unlisted)
+        ));
+    }
+    Ok(())
+}
+
+/// A loaded export, or a host error when the component lacks it (the
+/// callers check abilities first).
+fn present<T>(indices: &Option<T>) -> wasmtime::Result<&T> {
+    indices
+        .as_ref()
+        .ok_or_else(|| wasmtime::format_err!("the component lacks the interface called"))
+}
+
+/// Writes a 0.1 plugin's in-memory reply into the reply sink.
+fn write_reply(sink: &mut ReplySink, reply: UploadReply) -> Result<(), TransferError> {
+    use wasmtime_wasi_io::streams::OutputStream;
+    let head = ReplyHead {
+        status: reply.status,
+        headers: reply.headers,
+    };
+    let mut stream = sink.begin(head)?;
+    stream
+        .write(bytes::Bytes::from(reply.body))
+        .map_err(|e| TransferError::local_file("write-failed", &std::io::Error::other(e.to_string()), "reply file"))
+}
+
+/// The whole of a small reply, for a 0.1 processor (which takes the reply as
+/// data of at most 1 MiB).
+fn read_small(body: &Source) -> Result<Vec<u8>, TransferError> {
+    if body.size() > MAX_REPLY_DATA as u64 {
+        return Err(TransferError::fatal(
+            ErrorContext::RemoteApplication,
+            "reply-too-large",
+            format!(
+                "the reply has {} bytes; a ferry:transfer@0.1.0 reply processor takes at most {MAX_REPLY_DATA}",
+                body.size()
+            ),
+        ));
+    }
+    body.read_all()
+}
+
 /// Puts `value` in the store's table, lends it to `call` as a borrowed
 /// resource, and takes it back afterwards.
 async fn lend<T: Send + 'static, R>(
@@ -638,7 +959,7 @@ fn settle<R>(
     plugin: &Plugin,
     store: &Store<PluginState>,
     outcome: Result<
-        wasmtime::Result<Result<R, crate::plugin::bindings::ferry::transfer::types::TransferError>>,
+        wasmtime::Result<Result<R, TransferError>>,
         (),
     >,
 ) -> Result<R, TransferError> {
@@ -661,7 +982,7 @@ fn settle<R>(
             tracing::debug!(plugin = %name, "plugin error after a refused request: {}", error.message);
             Err(denied())
         }
-        Ok(Ok(Err(error))) => Err(TransferError::from(error)),
+        Ok(Ok(Err(error))) => Err(error),
         Ok(Err(trap)) => Err(match state.limit_hit {
             Some(LimitHit::Deadline) => TransferError::plugin(
                 "plugin-deadline",
@@ -712,26 +1033,28 @@ fn unsupported(plugin: &Plugin, what: &str) -> TransferError {
     )
 }
 
-/// Adds WASI (granting nothing), `ferry:transfer/host` and, for transports,
-/// `wasi:http` to a linker.
-fn link_host(linker: &mut Linker<PluginState>, with_http: bool) -> Result<(), RuntimeError> {
-    use crate::plugin::bindings::ferry::transfer::{host, types};
+/// Adds WASI (granting nothing), `wasi:http` and both `ferry:transfer`
+/// contracts' host interfaces to the linker.
+fn link_host(linker: &mut Linker<PluginState>) -> Result<(), RuntimeError> {
+    use crate::plugin::bindings::{v0_1, v0_2};
     use wasmtime::component::HasSelf;
     let engine_error = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
     wasmtime_wasi::p2::add_to_linker_async(linker).map_err(engine_error)?;
-    if with_http {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker).map_err(engine_error)?;
-    }
-    types::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker).map_err(engine_error)?;
+    v0_2::ferry::transfer::types::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
         .map_err(engine_error)?;
-    host::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+    v0_2::ferry::transfer::host::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+        .map_err(engine_error)?;
+    v0_1::ferry::transfer::types::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+        .map_err(engine_error)?;
+    v0_1::ferry::transfer::host::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
         .map_err(engine_error)?;
     Ok(())
 }
 
 /// The engine: epoch interruption, and the pooling allocator when the
 /// machine lets us reserve its address space (falls back to on-demand).
-fn new_engine() -> Result<(Engine, bool), RuntimeError> {
+fn new_engine() -> Result<(WasmEngine, bool), RuntimeError> {
     let base = || {
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -747,13 +1070,13 @@ fn new_engine() -> Result<(Engine, bool), RuntimeError> {
         .total_stacks(256)
         .max_memory_size(4 << 30);
     pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-    match Engine::new(&pooled) {
+    match WasmEngine::new(&pooled) {
         Ok(engine) => Ok((engine, true)),
         Err(e) => {
             tracing::info!(
                 "pooling allocator unavailable ({e:#}); instances are allocated on demand"
             );
-            Engine::new(&base())
+            WasmEngine::new(&base())
                 .map(|e| (e, false))
                 .map_err(|e| RuntimeError::Engine(format!("{e:#}")))
         }
@@ -766,7 +1089,7 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: &Engine) -> EpochTicker {
+    fn start(engine: &WasmEngine) -> EpochTicker {
         let stop = Arc::new(AtomicBool::new(false));
         let (engine, flag) = (engine.weak(), stop.clone());
         std::thread::Builder::new()

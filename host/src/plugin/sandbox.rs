@@ -8,16 +8,13 @@
 //! epoch deadline; both leave a mark here so the host can say which limit a
 //! failed call hit.
 
-use crate::plugin::bindings::ferry::transfer::{host, types};
 use crate::plugin::network::PluginHttp;
-use crate::plugin::streams::{Destination, Source};
-use crate::plugin::transfer::{JobContext, RemoteInfo};
+use crate::plugin::transfer::JobContext;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-use wasmtime_wasi_io::streams::DynOutputStream;
 
 /// Which limit stopped a call, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +30,8 @@ pub struct PluginState {
     table: ResourceTable,
     http_ctx: WasiHttpCtx,
     pub http: PluginHttp,
-    plugin: String,
-    job: JobContext,
+    pub(crate) plugin: String,
+    pub(crate) job: JobContext,
     memory_limit: usize,
     deadline: Duration,
     /// When guest code last started running without the host in between.
@@ -74,6 +71,20 @@ impl PluginState {
 
     pub fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
+    }
+
+    /// Writes a plugin's log line, tagged with the plugin and the job: one
+    /// line, cut to 1,024 characters.
+    pub(crate) fn log_line(&self, level: tracing::Level, message: &str) {
+        let (plugin, job) = (&self.plugin, &self.job.job_id);
+        let message = crate::plugin::transfer::clean_message(message);
+        match level {
+            tracing::Level::TRACE => tracing::trace!(%plugin, %job, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(%plugin, %job, "{message}"),
+            tracing::Level::INFO => tracing::info!(%plugin, %job, "{message}"),
+            tracing::Level::WARN => tracing::warn!(%plugin, %job, "{message}"),
+            tracing::Level::ERROR => tracing::error!(%plugin, %job, "{message}"),
+        }
     }
 
     /// The call hook: notes when guest code last came back from the host.
@@ -163,111 +174,3 @@ impl WasiHttpView for PluginState {
     }
 }
 
-impl types::Host for PluginState {}
-
-impl host::Host for PluginState {
-    fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
-        let (plugin, job) = (&self.plugin, &self.job.job_id);
-        let message: String = message.chars().take(4096).collect();
-        match level {
-            types::LogLevel::Trace => tracing::trace!(%plugin, %job, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(%plugin, %job, "{message}"),
-            types::LogLevel::Info => tracing::info!(%plugin, %job, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(%plugin, %job, "{message}"),
-            types::LogLevel::Error => tracing::error!(%plugin, %job, "{message}"),
-        }
-        Ok(())
-    }
-
-    fn is_cancelled(&mut self) -> wasmtime::Result<bool> {
-        Ok(self.job.cancel.is_cancelled())
-    }
-
-    fn context(&mut self) -> wasmtime::Result<host::JobContext> {
-        Ok(host::JobContext {
-            job_id: self.job.job_id.clone(),
-            headers: self
-                .job
-                .headers
-                .iter()
-                .map(|(name, value)| types::Header {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-            credentials: self.job.credentials.as_ref().map(Into::into),
-            max_redirects: self.job.max_redirects,
-        })
-    }
-}
-
-impl host::HostDestination for PluginState {
-    fn begin(
-        &mut self,
-        destination: Resource<Destination>,
-        info: types::RemoteInfo,
-        from: u64,
-    ) -> wasmtime::Result<Result<Resource<DynOutputStream>, types::TransferError>> {
-        let sink = match self
-            .table
-            .get_mut(&destination)?
-            .begin(RemoteInfo::from(info), from)
-        {
-            Ok(sink) => sink,
-            Err(e) => return Ok(Err(e.into())),
-        };
-        let stream: DynOutputStream = Box::new(sink);
-        Ok(Ok(self.table.push(stream)?))
-    }
-
-    fn drop(&mut self, destination: Resource<Destination>) -> wasmtime::Result<()> {
-        self.table.delete(destination)?;
-        Ok(())
-    }
-}
-
-impl host::HostSource for PluginState {
-    fn size(&mut self, source: Resource<Source>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&source)?.size())
-    }
-
-    fn open(
-        &mut self,
-        source: Resource<Source>,
-        offset: u64,
-    ) -> wasmtime::Result<
-        Result<Resource<wasmtime_wasi_io::streams::DynInputStream>, types::TransferError>,
-    > {
-        let stream = match self.table.get(&source)?.open(offset) {
-            Ok(stream) => stream,
-            Err(e) => return Ok(Err(e.into())),
-        };
-        let stream: wasmtime_wasi_io::streams::DynInputStream = Box::new(stream);
-        Ok(Ok(self.table.push(stream)?))
-    }
-
-    fn record_session(
-        &mut self,
-        source: Resource<Source>,
-        session: String,
-    ) -> wasmtime::Result<()> {
-        let progress = self.table.get(&source)?.progress();
-        *progress.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
-        Ok(())
-    }
-
-    fn acknowledge(&mut self, source: Resource<Source>, offset: u64) -> wasmtime::Result<()> {
-        let source = self.table.get(&source)?;
-        let offset = offset.min(source.size());
-        source
-            .progress()
-            .acknowledged
-            .fetch_max(offset, std::sync::atomic::Ordering::AcqRel);
-        Ok(())
-    }
-
-    fn drop(&mut self, source: Resource<Source>) -> wasmtime::Result<()> {
-        self.table.delete(source)?;
-        Ok(())
-    }
-}

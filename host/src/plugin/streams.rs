@@ -1,18 +1,21 @@
-//! Bulk bytes stay on the host: the destination and upload-source resources.
+//! Bulk bytes stay on the host: the destination, upload-source and reply
+//! resources.
 //!
 //! A plugin never sees a file. It gets a `destination` whose `begin` opens a
 //! `wasi:io` output stream positioned where the host wants the body (the
-//! resume offset, or zero for a restart), and a `source` whose `open` gives
-//! an input stream over the upload file. Both are host objects, so a plugin
-//! that splices an HTTP body into them moves bytes host-to-host without
-//! copying them through its own memory.
+//! resume offset, or zero for a restart), a `source` whose `open` gives an
+//! input stream over the upload file, a `reply-sink` that takes an upload's
+//! reply (any size) into a host file, and, for reply processors, a
+//! `reply-file` to write the owner's reply file. All are host objects, so a
+//! plugin that splices an HTTP body into them moves bytes host-to-host
+//! without copying them through its own memory.
 //!
 //! Writes are positional (`pwrite`) into a file the caller opened; what was
 //! written is published in [`DownloadProgress`] for the job engine, which
 //! decides when to sync and checkpoint.
 
 use crate::error::{ErrorContext, TransferError};
-use crate::plugin::transfer::RemoteInfo;
+use crate::plugin::transfer::{RemoteInfo, ReplyHead};
 use bytes::Bytes;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -170,15 +173,166 @@ impl Pollable for FileSink {
     async fn ready(&mut self) {}
 }
 
+/// What an upload call wrote into its reply sink.
+#[derive(Debug, Default)]
+pub struct ReplyProgress {
+    /// The reply's status and headers, once the plugin began the reply.
+    pub head: Mutex<Option<ReplyHead>>,
+    /// The body written so far (`written_to` is its length).
+    pub body: Arc<DownloadProgress>,
+}
+
+/// The host side of a `reply-sink` resource: an upload's reply, written to a
+/// host file of any size.
+pub struct ReplySink {
+    file: Arc<File>,
+    progress: Arc<ReplyProgress>,
+    stop: Option<CancellationToken>,
+}
+
+impl ReplySink {
+    /// A sink writing the reply body into `file`, from its start.
+    pub fn new(file: Arc<File>, stop: CancellationToken) -> ReplySink {
+        ReplySink {
+            file,
+            progress: Arc::new(ReplyProgress::default()),
+            stop: Some(stop),
+        }
+    }
+
+    /// What the call wrote, to read once it returns.
+    pub fn progress(&self) -> Arc<ReplyProgress> {
+        self.progress.clone()
+    }
+
+    /// `reply-sink.begin`: records the head and opens the body from zero
+    /// (again, when called again).
+    pub fn begin(&mut self, head: ReplyHead) -> Result<FileSink, TransferError> {
+        self.file.set_len(0).map_err(|e| {
+            TransferError::local_file("write-failed", &e, "cannot cut the reply file")
+        })?;
+        *self.progress.head.lock().unwrap_or_else(|e| e.into_inner()) = Some(head);
+        self.progress.body.written_to.store(0, Ordering::Release);
+        Ok(FileSink {
+            file: self.file.clone(),
+            position: 0,
+            progress: self.progress.body.clone(),
+            stop: self.stop.clone(),
+        })
+    }
+}
+
+/// The host side of a `reply-file` resource: the reply file a reply
+/// processor writes instead of the server's raw reply.
+pub struct ReplyFile {
+    file: Arc<File>,
+    opened: Arc<AtomicBool>,
+    progress: Arc<DownloadProgress>,
+}
+
+impl ReplyFile {
+    /// A reply file written into `file`.
+    pub fn new(file: Arc<File>) -> ReplyFile {
+        ReplyFile {
+            file,
+            opened: Arc::new(AtomicBool::new(false)),
+            progress: Arc::new(DownloadProgress::default()),
+        }
+    }
+
+    /// Set once the processor opened the file: its content then replaces
+    /// the raw reply.
+    pub fn opened(&self) -> Arc<AtomicBool> {
+        self.opened.clone()
+    }
+
+    /// Failures of the host's own file during the call.
+    pub fn progress(&self) -> Arc<DownloadProgress> {
+        self.progress.clone()
+    }
+
+    /// The reply file as a 0.1 `destination` (how a 0.1 reply processor
+    /// wrote it): its `begin` marks the file opened, through `progress`.
+    pub fn into_destination(self) -> Destination {
+        Destination {
+            file: self.file,
+            request_offset: 0,
+            file_position: 0,
+            may_restart: true,
+            progress: self.progress,
+            stop: None,
+        }
+    }
+
+    /// `reply-file.open`: empties the file and opens a stream at its start.
+    pub fn open(&mut self) -> Result<FileSink, TransferError> {
+        self.file.set_len(0).map_err(|e| {
+            TransferError::local_file("write-failed", &e, "cannot cut the reply file")
+        })?;
+        self.opened.store(true, Ordering::Release);
+        self.progress.written_to.store(0, Ordering::Release);
+        Ok(FileSink {
+            file: self.file.clone(),
+            position: 0,
+            progress: self.progress.clone(),
+            stop: None,
+        })
+    }
+}
+
 /// What an upload call did, visible while it runs.
 #[derive(Debug, Default)]
 pub struct UploadProgress {
     /// Bytes the server has durably received, as the plugin acknowledged.
     pub acknowledged: AtomicU64,
+    /// The size of the source.
+    size: AtomicU64,
     /// The server's session, as the plugin recorded it.
     pub session: Mutex<Option<String>>,
     /// A failure of the host's own file (it changed, or cannot be read).
     pub local_error: Mutex<Option<TransferError>>,
+    /// The digest of the source as the plugin read it, when asked for.
+    digest: Mutex<Option<SourceDigest>>,
+}
+
+/// SHA-256 over the source's bytes in order, as far as they were read
+/// without a gap.
+struct SourceDigest {
+    hasher: sha2::Sha256,
+    hashed_to: u64,
+}
+
+impl std::fmt::Debug for SourceDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SourceDigest(hashed_to: {})", self.hashed_to)
+    }
+}
+
+impl UploadProgress {
+    /// Feeds bytes read at `position` into the digest, if one is kept.
+    fn hash(&self, position: u64, bytes: &[u8]) {
+        use sha2::Digest;
+        let mut digest = self.digest.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(d) = digest.as_mut() else {
+            return;
+        };
+        let end = position + bytes.len() as u64;
+        if position <= d.hashed_to && end > d.hashed_to {
+            let skip = usize::try_from(d.hashed_to - position).unwrap_or(usize::MAX);
+            d.hasher.update(&bytes[skip..]);
+            d.hashed_to = end;
+        }
+    }
+
+    /// The SHA-256 of the whole source of `size` bytes, when every byte of
+    /// it was read in this call (a resumed upload reads only its rest).
+    pub fn sha256(&self) -> Option<Vec<u8>> {
+        use sha2::Digest;
+        let digest = self.digest.lock().unwrap_or_else(|e| e.into_inner());
+        let d = digest.as_ref()?;
+        (d.hashed_to == self.size.load(Ordering::Acquire))
+            .then(|| d.hasher.clone().finalize().to_vec())
+    }
 }
 
 /// The host side of a `source` resource: the file an upload sends.
@@ -194,12 +348,25 @@ impl Source {
     /// the file was when the job recorded it. A file that no longer has that
     /// size or modification time fails the upload.
     pub fn new(file: Arc<File>, size: u64, modified: Option<SystemTime>) -> Source {
+        let progress = UploadProgress::default();
+        progress.size.store(size, Ordering::Release);
         Source {
             file,
             size,
             modified,
-            progress: Arc::new(UploadProgress::default()),
+            progress: Arc::new(progress),
         }
+    }
+
+    /// Keeps a SHA-256 of the bytes the plugin reads, for the reply
+    /// processor ([`UploadProgress::sha256`]).
+    pub fn with_digest(self) -> Source {
+        use sha2::Digest;
+        *self.progress.digest.lock().unwrap_or_else(|e| e.into_inner()) = Some(SourceDigest {
+            hasher: sha2::Sha256::new(),
+            hashed_to: 0,
+        });
+        self
     }
 
     pub fn size(&self) -> u64 {
@@ -208,6 +375,32 @@ impl Source {
 
     pub fn progress(&self) -> Arc<UploadProgress> {
         self.progress.clone()
+    }
+
+    /// The whole source, read into memory (for small files only).
+    pub fn read_all(&self) -> Result<Vec<u8>, TransferError> {
+        let mut data = vec![0u8; usize::try_from(self.size).unwrap_or(usize::MAX)];
+        self.file
+            .read_exact_at(&mut data, 0)
+            .map_err(|e| TransferError::local_file("read-failed", &e, "cannot read the reply"))?;
+        Ok(data)
+    }
+
+    /// `source.record-session`: the server's session for this upload.
+    pub fn record_session(&self, session: String) {
+        *self
+            .progress
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(session);
+    }
+
+    /// `source.acknowledge`: the server holds the first `offset` bytes (never
+    /// more than the source, never less than acknowledged before).
+    pub fn acknowledge(&self, offset: u64) {
+        self.progress
+            .acknowledged
+            .fetch_max(offset.min(self.size), Ordering::AcqRel);
     }
 
     /// `source.open`: a stream from `offset`.
@@ -301,6 +494,7 @@ impl InputStream for FileSourceStream {
             }
         };
         buffer.truncate(n);
+        self.progress.hash(self.position, &buffer);
         self.position += n as u64;
         Ok(Bytes::from(buffer))
     }

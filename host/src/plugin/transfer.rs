@@ -1,11 +1,14 @@
 //! The host's own types for what crosses the plugin boundary.
 //!
 //! The generated bindings are an implementation detail of the runtime; the
-//! job engine, the store and the API speak these serialisable types instead,
-//! and the conversions live here, next to them.
+//! job engine, the store and the API speak these serialisable types instead.
+//! The conversions to and from the current contract (`ferry:transfer@0.2.0`)
+//! live here, next to them; those of the frozen 0.1 contract live in
+//! `legacy`.
 
-use crate::error::{ErrorClass, ErrorContext, TransferError};
-use crate::plugin::bindings::ferry::transfer::types as wit;
+use crate::error::{ErrorClass, ErrorContext, TransferError, code};
+use crate::plugin::bindings::v0_2::ferry::transfer::types as wit;
+use crate::plugin::network::NetworkConfig;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -41,17 +44,44 @@ pub struct DownloadRequest {
 pub struct UploadRequest {
     pub url: String,
     pub size: u64,
+    /// The source's file name, for protocols that send one.
+    pub name: String,
     pub session: Option<String>,
-    pub want_reply: bool,
+    /// The owner's choice of protocol, for schemes that have several.
+    pub protocol: Option<String>,
 }
 
-/// The server's answer to a finished upload.
+/// The status and headers of a server's reply to an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyHead {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The server's answer to a finished upload, as the job keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadReply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The reply body when it is at most 1 MiB; empty for a larger reply,
+    /// which only the job's reply file holds.
     #[serde(with = "crate::store::base64_bytes")]
     pub body: Vec<u8>,
+    /// The size of the whole reply body in bytes.
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// What a reply processor may know of the upload whose reply it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyContext {
+    pub job_id: String,
+    pub url: String,
+    pub source_size: u64,
+    /// SHA-256 of the whole source, when the host read all of it.
+    pub source_sha256: Option<Vec<u8>>,
+    /// The owner's options for the processor, in order.
+    pub options: Vec<(String, String)>,
 }
 
 /// Credentials the job's owner attached to a job.
@@ -95,25 +125,28 @@ impl JobContext {
             cancel: CancellationToken::new(),
         }
     }
-}
 
-/// What a transport implements, as the component itself reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Capabilities {
-    pub download: bool,
-    pub upload: bool,
-    pub upload_reply: bool,
-    pub ranges: bool,
-}
-
-impl From<wit::Capabilities> for Capabilities {
-    fn from(c: wit::Capabilities) -> Self {
-        Capabilities {
-            download: c.contains(wit::Capabilities::DOWNLOAD),
-            upload: c.contains(wit::Capabilities::UPLOAD),
-            upload_reply: c.contains(wit::Capabilities::UPLOAD_REPLY),
-            ranges: c.contains(wit::Capabilities::RANGES),
+    /// The WIT view of the job, with the operator's network settings.
+    pub(crate) fn to_wit(&self, network: &NetworkConfig) -> wit::JobContext {
+        let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        wit::JobContext {
+            job_id: self.job_id.clone(),
+            headers: self.headers.iter().map(header).collect(),
+            credentials: self.credentials.as_ref().map(Into::into),
+            network: wit::NetworkSettings {
+                max_redirects: self.max_redirects,
+                connect_timeout_ms: millis(network.connect_timeout),
+                first_byte_timeout_ms: millis(network.first_byte_timeout),
+                between_bytes_timeout_ms: millis(network.read_timeout),
+            },
         }
+    }
+}
+
+fn header((name, value): &(String, String)) -> wit::Header {
+    wit::Header {
+        name: name.clone(),
+        value: value.clone(),
     }
 }
 
@@ -162,32 +195,46 @@ impl From<UploadRequest> for wit::UploadRequest {
         wit::UploadRequest {
             url: r.url,
             size: r.size,
+            name: r.name,
             session: r.session,
-            want_reply: r.want_reply,
+            protocol: r.protocol,
         }
     }
 }
 
-impl From<wit::UploadReply> for UploadReply {
-    fn from(r: wit::UploadReply) -> Self {
-        UploadReply {
-            status: r.status,
-            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
-            body: r.body,
+impl From<wit::ReplyHead> for ReplyHead {
+    fn from(h: wit::ReplyHead) -> Self {
+        ReplyHead {
+            status: h.status,
+            headers: h.headers.into_iter().map(|h| (h.name, h.value)).collect(),
         }
     }
 }
 
-impl From<UploadReply> for wit::UploadReply {
-    fn from(r: UploadReply) -> Self {
-        wit::UploadReply {
-            status: r.status,
-            headers: r
-                .headers
+impl From<&ReplyHead> for wit::ReplyHead {
+    fn from(h: &ReplyHead) -> Self {
+        wit::ReplyHead {
+            status: h.status,
+            headers: h.headers.iter().map(header).collect(),
+        }
+    }
+}
+
+impl From<ReplyContext> for wit::ReplyContext {
+    fn from(c: ReplyContext) -> Self {
+        wit::ReplyContext {
+            job_id: c.job_id,
+            url: c.url,
+            source_size: c.source_size,
+            source_digests: c
+                .source_sha256
+                .map(|value| wit::Digest {
+                    algorithm: "sha-256".into(),
+                    value,
+                })
                 .into_iter()
-                .map(|(name, value)| wit::Header { name, value })
                 .collect(),
-            body: r.body,
+            options: c.options,
         }
     }
 }
@@ -206,6 +253,51 @@ impl From<&Credentials> for wit::Credentials {
     }
 }
 
+/// The most characters of a plugin's error message the host keeps.
+const MAX_MESSAGE: usize = 1024;
+/// The longest free-form code the host keeps.
+const MAX_CODE: usize = 64;
+
+/// The host's stable code for a plugin's typed code. A free-form code is
+/// kept only when it is kebab-case, short, and not one of the codes the host
+/// acts on: a plugin cannot trigger a host reaction with a string.
+fn code_of(code: wit::ErrorCode) -> String {
+    use wit::ErrorCode as C;
+    let fixed = match code {
+        C::ResourceChanged => code::RESOURCE_CHANGED,
+        C::RangeMismatch => code::RANGE_MISMATCH,
+        C::LengthMismatch => code::LENGTH_MISMATCH,
+        C::ConnectionDropped => code::CONNECTION_DROPPED,
+        C::SessionExpired => code::SESSION_EXPIRED,
+        C::Cancelled => code::CANCELLED,
+        C::Unsupported => code::UNSUPPORTED,
+        C::HostNotGranted => code::HOST_NOT_GRANTED,
+        C::HttpStatus => code::HTTP_STATUS,
+        C::Other(free) => {
+            let kebab = !free.is_empty()
+                && free.len() <= MAX_CODE
+                && free
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            return if kebab && !code::ACTED_ON.contains(&free.as_str()) {
+                free
+            } else {
+                code::PLUGIN_ERROR.to_string()
+            };
+        }
+    };
+    fixed.to_string()
+}
+
+/// A plugin's message, cut to a line of at most [`MAX_MESSAGE`] characters.
+pub(crate) fn clean_message(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE)
+        .collect()
+}
+
 impl From<wit::TransferError> for TransferError {
     fn from(e: wit::TransferError) -> Self {
         TransferError {
@@ -221,15 +313,28 @@ impl From<wit::TransferError> for TransferError {
                 wit::ErrorContext::Plugin => ErrorContext::Plugin,
                 wit::ErrorContext::Policy => ErrorContext::Policy,
             },
-            code: e.code,
+            code: code_of(e.code),
             http_status: e.http_status,
-            message: e.message,
+            message: clean_message(&e.message),
         }
     }
 }
 
 impl From<TransferError> for wit::TransferError {
     fn from(e: TransferError) -> Self {
+        use wit::ErrorCode as C;
+        let typed = match e.code.as_str() {
+            code::RESOURCE_CHANGED => C::ResourceChanged,
+            code::RANGE_MISMATCH => C::RangeMismatch,
+            code::LENGTH_MISMATCH => C::LengthMismatch,
+            code::CONNECTION_DROPPED => C::ConnectionDropped,
+            code::SESSION_EXPIRED => C::SessionExpired,
+            code::CANCELLED => C::Cancelled,
+            code::UNSUPPORTED => C::Unsupported,
+            code::HOST_NOT_GRANTED => C::HostNotGranted,
+            code::HTTP_STATUS => C::HttpStatus,
+            other => C::Other(other.to_string()),
+        };
         wit::TransferError {
             class: match e.class {
                 ErrorClass::Transient => wit::ErrorClass::Transient,
@@ -243,9 +348,52 @@ impl From<TransferError> for wit::TransferError {
                 ErrorContext::Plugin => wit::ErrorContext::Plugin,
                 ErrorContext::Policy => wit::ErrorContext::Policy,
             },
-            code: e.code,
+            code: typed,
             http_status: e.http_status,
             message: e.message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin_error(code: wit::ErrorCode) -> TransferError {
+        TransferError::from(wit::TransferError {
+            class: wit::ErrorClass::Transient,
+            context: wit::ErrorContext::Transport,
+            code,
+            http_status: None,
+            message: "line one\nline two".into(),
+        })
+    }
+
+    #[test]
+    fn typed_codes_become_the_hosts_stable_codes() {
+        let e = plugin_error(wit::ErrorCode::ResourceChanged);
+        assert_eq!(e.code, "resource-changed");
+        assert_eq!(e.message, "line one line two");
+        assert_eq!(
+            plugin_error(wit::ErrorCode::SessionExpired).code,
+            "session-expired"
+        );
+    }
+
+    #[test]
+    fn a_free_form_code_cannot_pose_as_one_the_host_acts_on() {
+        assert_eq!(
+            plugin_error(wit::ErrorCode::Other("too-many-redirects".into())).code,
+            "too-many-redirects"
+        );
+        for fake in ["resource-changed", "session-expired", "Not Kebab", ""] {
+            assert_eq!(
+                plugin_error(wit::ErrorCode::Other(fake.into())).code,
+                "plugin-error",
+                "{fake:?}"
+            );
+        }
+        let long = "a".repeat(65);
+        assert_eq!(plugin_error(wit::ErrorCode::Other(long)).code, "plugin-error");
     }
 }
