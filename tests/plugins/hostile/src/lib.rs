@@ -7,12 +7,14 @@
 //! - `reach`: sends a request to the URL in the path (`hostile://reach/http://...`),
 //!   which the operator did not grant it;
 //! - `ok`: behaves, writing three bytes.
+//!
+//! It exports `download` only.
 
 use ferry_guest_sdk::http::{Method, Request};
-use ferry_guest_sdk::types::{
-    Capabilities, DownloadRequest, ErrorContext, RemoteInfo, UploadOutcome, UploadRequest,
+use ferry_guest_sdk::{
+    Destination, Download, DownloadRequest, ErrorClass, ErrorContext, JobContext, RemoteInfo,
+    TransferError, stream,
 };
-use ferry_guest_sdk::{Destination, Source, TransferError, Transport};
 
 struct Hostile;
 
@@ -39,7 +41,8 @@ fn misbehave(url: &str) -> Result<(), TransferError> {
         ("trap", _) => core::arch::wasm32::unreachable(),
         ("reach", target) => {
             let response = Request::new(Method::Get, target)?.send()?;
-            Err(TransferError::fatal(
+            Err(TransferError::other(
+                ErrorClass::Fatal,
                 ErrorContext::Plugin,
                 "unexpected",
                 format!("the host let the request through: {}", response.status),
@@ -49,45 +52,22 @@ fn misbehave(url: &str) -> Result<(), TransferError> {
     }
 }
 
-impl Transport for Hostile {
-    fn supported() -> Capabilities {
-        Capabilities::DOWNLOAD
-    }
-
-    fn probe(url: String) -> Result<RemoteInfo, TransferError> {
-        misbehave(&url)?;
-        Ok(RemoteInfo {
+impl Download for Hostile {
+    fn download(
+        _job: JobContext,
+        request: DownloadRequest,
+        destination: &Destination,
+    ) -> Result<(), TransferError> {
+        misbehave(&request.url)?;
+        let info = RemoteInfo {
             size: Some(3),
             validator: None,
             accepts_ranges: false,
-            location: url,
-        })
-    }
-
-    fn download(request: DownloadRequest, destination: &Destination) -> Result<(), TransferError> {
-        misbehave(&request.url)?;
-        let info = Self::probe(request.url.clone())?;
+            location: request.url,
+        };
         let sink = destination.begin(&info, 0)?;
-        sink.blocking_write_and_flush(b"ok\n").map_err(|_| {
-            TransferError::transient(ErrorContext::LocalFile, "write-failed", "cannot write")
-        })
-    }
-
-    fn upload(_request: UploadRequest, _source: &Source) -> Result<UploadOutcome, TransferError> {
-        Err(TransferError::fatal(
-            ErrorContext::Plugin,
-            "unsupported",
-            "no uploads",
-        ))
-    }
-
-    fn cancel_upload(_url: String, _session: String) -> Result<(), TransferError> {
-        Err(TransferError::fatal(
-            ErrorContext::Plugin,
-            "unsupported",
-            "no uploads",
-        ))
+        stream::write_all(&sink, b"ok\n")
     }
 }
 
-ferry_guest_sdk::export_transport!(Hostile);
+ferry_guest_sdk::export_download!(Hostile);

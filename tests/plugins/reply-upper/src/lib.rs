@@ -1,35 +1,47 @@
 //! A small reply processor for Ferry's upload-reply tests.
 //!
-//! It turns a reply into its body upper-cased, both as the reply data and as
-//! the reply file, so a test can tell processed data from the raw reply.
+//! It reads the reply body whole and turns it into its upper-cased self,
+//! both as the reply data it returns and as the reply file it writes, so a
+//! test can tell processed data from the raw reply. It reads at most 4 MiB,
+//! more than the host accepts as reply data (1 MiB), so the host's own cap is
+//! what a test of a larger reply sees; a body above 4 MiB is a fatal
+//! `reply-too-large` of its own.
 
-use ferry_guest_sdk::types::{ErrorContext, RemoteInfo, UploadReply};
-use ferry_guest_sdk::{Destination, ReplyProcessor, TransferError};
+use ferry_guest_sdk::{
+    ErrorClass, ErrorContext, InputStream, ReplyContext, ReplyFile, ReplyHead, ReplyProcessor,
+    TransferError, stream,
+};
 
-/// The most `blocking-write-and-flush` takes at once.
-const WRITE_LIMIT: usize = 4096;
+/// The most of a reply body it holds in memory.
+const BODY_LIMIT: usize = 4 << 20;
 
 struct Upper;
 
 impl ReplyProcessor for Upper {
-    fn process(reply: UploadReply, file: &Destination) -> Result<Vec<u8>, TransferError> {
-        let data = reply.body.to_ascii_uppercase();
-        let info = RemoteInfo {
-            size: Some(data.len() as u64),
-            validator: None,
-            accepts_ranges: false,
-            location: String::new(),
-        };
-        let sink = file.begin(&info, 0)?;
-        for chunk in data.chunks(WRITE_LIMIT) {
-            sink.blocking_write_and_flush(chunk).map_err(|_| {
-                TransferError::transient(
-                    ErrorContext::LocalFile,
-                    "write-failed",
-                    "the reply file cannot be written",
+    fn process(
+        context: ReplyContext,
+        _head: ReplyHead,
+        body: InputStream,
+        file: &ReplyFile,
+    ) -> Result<Vec<u8>, TransferError> {
+        let mut data = stream::read_to_end(&body, BODY_LIMIT).map_err(|e| {
+            if e.is_transient() {
+                e
+            } else {
+                TransferError::other(
+                    ErrorClass::Fatal,
+                    ErrorContext::RemoteApplication,
+                    "reply-too-large",
+                    format!(
+                        "the reply of {} is larger than {BODY_LIMIT} bytes",
+                        context.url
+                    ),
                 )
-            })?;
-        }
+            }
+        })?;
+        data.make_ascii_uppercase();
+        let sink = file.open()?;
+        stream::write_all(&sink, &data)?;
         Ok(data)
     }
 }
