@@ -24,7 +24,7 @@ pub struct Spliced {
 }
 
 /// Moves up to `limit` bytes from `input` into `output`, chunk by chunk,
-/// until `limit` bytes have moved or `input` ends.
+/// until `limit` bytes have moved or `input` ends, then flushes `output`.
 ///
 /// Fails with [`TransferError::cancelled`] when the host asks the call to
 /// stop, and with a transient `connection-dropped` when either stream fails
@@ -35,11 +35,15 @@ pub fn splice(
     limit: u64,
 ) -> Result<Spliced, TransferError> {
     let mut moved = 0u64;
+    let mut ended = false;
     while moved < limit {
         check_cancelled()?;
         match output.blocking_splice(input, limit - moved) {
             Ok(n) => moved += n,
-            Err(StreamError::Closed) => return Ok(Spliced { moved, ended: true }),
+            Err(StreamError::Closed) => {
+                ended = true;
+                break;
+            }
             Err(StreamError::LastOperationFailed(e)) => {
                 return Err(TransferError::connection_dropped(format!(
                     "the stream broke off after {moved} bytes: {}",
@@ -48,10 +52,28 @@ pub fn splice(
             }
         }
     }
-    Ok(Spliced {
-        moved,
-        ended: false,
-    })
+    flush(output)?;
+    Ok(Spliced { moved, ended })
+}
+
+/// Waits until everything written to `output` has been handed over.
+///
+/// A stream that fails or closes is a transient `write-failed` error of the
+/// local file.
+pub fn flush(output: &OutputStream) -> Result<(), TransferError> {
+    output.blocking_flush().map_err(write_failed)
+}
+
+fn write_failed(error: StreamError) -> TransferError {
+    let why = match error {
+        StreamError::Closed => "the stream was closed".to_string(),
+        StreamError::LastOperationFailed(e) => e.to_debug_string(),
+    };
+    TransferError::transient(
+        ErrorContext::LocalFile,
+        crate::ErrorCode::other("write-failed"),
+        format!("writing to the host's stream failed: {why}"),
+    )
 }
 
 /// Moves everything `input` has into `output`; returns the bytes moved.
@@ -97,17 +119,9 @@ pub fn at_end(input: &InputStream) -> Result<bool, TransferError> {
 pub fn write_all(output: &OutputStream, bytes: &[u8]) -> Result<(), TransferError> {
     for chunk in bytes.chunks(WRITE_CHUNK) {
         check_cancelled()?;
-        output.blocking_write_and_flush(chunk).map_err(|e| {
-            let why = match e {
-                StreamError::Closed => "the stream was closed".to_string(),
-                StreamError::LastOperationFailed(e) => e.to_debug_string(),
-            };
-            TransferError::transient(
-                ErrorContext::LocalFile,
-                crate::ErrorCode::other("write-failed"),
-                format!("writing to the host's stream failed: {why}"),
-            )
-        })?;
+        output
+            .blocking_write_and_flush(chunk)
+            .map_err(write_failed)?;
     }
     Ok(())
 }
