@@ -152,6 +152,11 @@ impl<T: ReplyProcessor> crate::__reply_processing::exports::ferry::transfer::rep
 #[macro_export]
 macro_rules! export_download {
     ($plugin:ident) => {
+        const _: () = {
+            // Names the trait in the error when `$plugin` does not implement it.
+            fn implements<T: $crate::Download>() {}
+            let _ = implements::<$plugin>;
+        };
         $crate::__download::__export_download_glue!($plugin with_types_in $crate::__download);
     };
 }
@@ -163,6 +168,11 @@ macro_rules! export_download {
 #[macro_export]
 macro_rules! export_upload {
     ($plugin:ident) => {
+        const _: () = {
+            // Names the trait in the error when `$plugin` does not implement it.
+            fn implements<T: $crate::Upload>() {}
+            let _ = implements::<$plugin>;
+        };
         $crate::__upload::__export_upload_glue!($plugin with_types_in $crate::__upload);
     };
 }
@@ -175,6 +185,11 @@ macro_rules! export_upload {
 #[macro_export]
 macro_rules! export_upload_reply {
     ($plugin:ident) => {
+        const _: () = {
+            // Names the trait in the error when `$plugin` does not implement it.
+            fn implements<T: $crate::UploadReply>() {}
+            let _ = implements::<$plugin>;
+        };
         $crate::__upload::__export_upload_glue!($plugin with_types_in $crate::__upload);
         $crate::__upload_reply::__export_upload_reply_glue!($plugin with_types_in $crate::__upload_reply);
     };
@@ -185,6 +200,11 @@ macro_rules! export_upload_reply {
 #[macro_export]
 macro_rules! export_reply_processor {
     ($plugin:ident) => {
+        const _: () = {
+            // Names the trait in the error when `$plugin` does not implement it.
+            fn implements<T: $crate::ReplyProcessor>() {}
+            let _ = implements::<$plugin>;
+        };
         $crate::__reply_processing::__export_reply_processing_glue!($plugin with_types_in $crate::__reply_processing);
     };
 }

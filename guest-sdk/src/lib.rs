@@ -53,6 +53,9 @@
 /// The bindings of `ferry:transfer@0.2.0` and the WASI interfaces it uses,
 /// generated from the WIT package (world `imports`). Every type of the
 /// contract lives here once; the crate re-exports the ones plugins name.
+///
+/// The generated items are documented by the WIT's doc comments where it has
+/// them (its package modules and some record fields have none).
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
