@@ -144,11 +144,8 @@ impl<T: ReplyProcessor> crate::__reply_processing::exports::ferry::transfer::rep
 }
 
 /// Exports a type implementing [`Download`] as the plugin's
-/// `ferry:transfer/download@0.2.0`.
-///
-/// ```ignore
-/// ferry_guest_sdk::export_download!(MyTransport);
-/// ```
+/// `ferry:transfer/download@0.2.0`: `ferry_guest_sdk::export_download!(MyTransport);`
+/// once in the plugin crate (see the crate's example).
 #[macro_export]
 macro_rules! export_download {
     ($plugin:ident) => {

@@ -1,7 +1,8 @@
 //! A complete HTTP download: what Ferry's built-in `http` plugin does, for
 //! any plugin whose scheme maps onto an `http(s)` URL.
 
-use super::{Method, Request, Response, headers};
+use super::headers::{self, ContentRange};
+use super::{Method, Request, Response};
 use crate::{Destination, DownloadRequest, JobContext, TransferError};
 
 /// Downloads `request.url` (an `http` or `https` URL) into `destination`,
@@ -105,16 +106,7 @@ fn continue_range(
     destination: &Destination,
 ) -> Result<(), TransferError> {
     let range = response.content_range();
-    let fits = range.is_some_and(|r| {
-        r.first == request.offset
-            && match (request.end, r.total) {
-                // A range past the end of the resource ends at its end.
-                (Some(end), Some(total)) => r.last + 1 == end.min(total),
-                (Some(end), None) => r.last + 1 == end,
-                (None, Some(total)) => r.last + 1 == total,
-                (None, None) => true,
-            }
-    });
+    let fits = range.is_some_and(|range| answers(request, &range));
     let Some(range) = range.filter(|_| fits) else {
         return Err(TransferError::range_mismatch(format!(
             "asked {} for bytes {}..{} but it answered Content-Range {:?}",
@@ -129,6 +121,18 @@ fn continue_range(
     let sink = destination.begin(&info, request.offset)?;
     response.splice_body(&sink, Some(range.len()))?;
     Ok(())
+}
+
+/// Whether a 206's `Content-Range` is the range `request` asked for. A
+/// range asked past the end of the resource ends at its end.
+fn answers(request: &DownloadRequest, range: &ContentRange) -> bool {
+    range.first == request.offset
+        && match (request.end, range.total) {
+            (Some(end), Some(total)) => range.last + 1 == end.min(total),
+            (Some(end), None) => range.last + 1 == end,
+            (None, Some(total)) => range.last + 1 == total,
+            (None, None) => true,
+        }
 }
 
 /// A 200: the server sent the whole resource, because it ignores ranges,
@@ -192,4 +196,53 @@ fn already_complete(
     info.accepts_ranges = true;
     let _sink = destination.begin(&info, request.offset)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Validator;
+
+    fn request(offset: u64, end: Option<u64>, validator: bool) -> DownloadRequest {
+        DownloadRequest {
+            url: "http://a.example/f".into(),
+            offset,
+            end,
+            validator: validator.then(|| Validator::Etag("\"v1\"".into())),
+        }
+    }
+
+    #[test]
+    fn plans() {
+        let plan = |offset, end, validator| {
+            let plan = Plan::of(&request(offset, end, validator));
+            (plan.ranged, plan.range)
+        };
+        assert_eq!(plan(0, None, false), (false, None));
+        assert_eq!(plan(0, None, true), (false, None));
+        assert_eq!(plan(10, None, true), (true, Some("bytes=10-".into())));
+        // Nothing proves the bytes held are current: start over, unranged.
+        assert_eq!(plan(10, None, false), (false, None));
+        assert_eq!(plan(0, Some(5), false), (true, Some("bytes=0-4".into())));
+        assert_eq!(plan(3, Some(5), true), (true, Some("bytes=3-4".into())));
+        assert_eq!(plan(5, Some(5), true), (true, None));
+    }
+
+    #[test]
+    fn content_ranges_must_answer_the_request() {
+        let range = |v: &str| ContentRange::parse(v).unwrap();
+        let resume = request(10, None, true);
+        assert!(answers(&resume, &range("bytes 10-99/100")));
+        assert!(answers(&resume, &range("bytes 10-99/*")));
+        assert!(!answers(&resume, &range("bytes 0-99/100")));
+        assert!(!answers(&resume, &range("bytes 10-49/100")));
+        let span = request(10, Some(20), true);
+        assert!(answers(&span, &range("bytes 10-19/100")));
+        assert!(answers(&span, &range("bytes 10-19/*")));
+        assert!(!answers(&span, &range("bytes 10-29/100")));
+        assert!(!answers(&span, &range("bytes 11-19/100")));
+        // Asked past the end: the range ends at the resource's end.
+        assert!(answers(&span, &range("bytes 10-14/15")));
+        assert!(!answers(&span, &range("bytes 10-13/15")));
+    }
 }
