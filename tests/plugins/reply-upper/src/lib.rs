@@ -5,7 +5,7 @@
 //! test can tell processed data from the raw reply. It reads at most 4 MiB,
 //! more than the host accepts as reply data (1 MiB), so the host's own cap is
 //! what a test of a larger reply sees; a body above 4 MiB is a fatal
-//! `reply-too-large` of its own.
+//! `reply-too-large` (context `plugin`) of its own, as the host's is.
 
 use ferry_guest_sdk::{
     ErrorClass, ErrorContext, InputStream, ReplyContext, ReplyFile, ReplyHead, ReplyProcessor,
@@ -30,7 +30,7 @@ impl ReplyProcessor for Upper {
             } else {
                 TransferError::other(
                     ErrorClass::Fatal,
-                    ErrorContext::RemoteApplication,
+                    ErrorContext::Plugin,
                     "reply-too-large",
                     format!(
                         "the reply of {} is larger than {BODY_LIMIT} bytes",
