@@ -1,5 +1,6 @@
-//! Builds the test suite's own plugins (`tests/plugins/*`) for wasm32-wasip2,
-//! in one cargo run, and tells the tests where they are.
+//! Builds the test suite's own plugins (`tests/plugins/*`) and the example
+//! plugin (`examples/`) for wasm32-wasip2, in one cargo run, and tells the
+//! tests where they are.
 
 #[path = "../host/build_plugins.rs"]
 mod build_plugins;
@@ -12,8 +13,16 @@ const PLUGINS: &[(&str, &str)] = &[
     ("ferry-test-plugin-upload", "FERRY_UPLOAD_PLUGIN"),
     ("ferry-test-plugin-reply-upper", "FERRY_REPLY_UPPER_PLUGIN"),
     ("ferry-test-plugin-legacy-0-1", "FERRY_LEGACY_PLUGIN"),
-    ("ferry-test-plugin-future-major", "FERRY_FUTURE_MAJOR_PLUGIN"),
-    ("ferry-test-plugin-unknown-exports", "FERRY_UNKNOWN_EXPORTS_PLUGIN"),
+    (
+        "ferry-test-plugin-future-major",
+        "FERRY_FUTURE_MAJOR_PLUGIN",
+    ),
+    (
+        "ferry-test-plugin-unknown-exports",
+        "FERRY_UNKNOWN_EXPORTS_PLUGIN",
+    ),
+    // The example for plugin authors, so CI builds and runs it too.
+    ("ferry-example-mirror", "FERRY_MIRROR_EXAMPLE"),
 ];
 
 fn main() {
@@ -25,6 +34,7 @@ fn main() {
         workspace,
         &[
             "tests/plugins",
+            "examples",
             "guest-sdk/src",
             "guest-sdk/Cargo.toml",
             "wit",

@@ -1157,9 +1157,8 @@ impl Engine {
         progress: &ReplyProgress,
         source_sha256: Option<Vec<u8>>,
     ) -> Result<ReplyRecord, TransferError> {
-        let plugin_error = |what: &str| {
-            TransferError::plugin("plugin-bug", format!("the upload plugin {what}"))
-        };
+        let plugin_error =
+            |what: &str| TransferError::plugin("plugin-bug", format!("the upload plugin {what}"));
         let head = progress
             .head
             .lock()
@@ -1612,9 +1611,8 @@ fn reply_tag(id: &str) -> String {
 fn reply_spool(job: &Job) -> Result<ReplySpool, TransferError> {
     let spool = ReplySpool::create(job.settings.reply_file.as_deref(), &reply_tag(&job.id))?;
     if spool.is_reply_file() {
-        crate::identity::give_to_owner(&spool.file(), job.owner).map_err(|e| {
-            TransferError::local_file("cannot-create-file", &e, "the reply file")
-        })?;
+        crate::identity::give_to_owner(&spool.file(), job.owner)
+            .map_err(|e| TransferError::local_file("cannot-create-file", &e, "the reply file"))?;
     }
     Ok(spool)
 }

@@ -354,9 +354,11 @@ mod tests {
             reply: crate::plugin::UploadReply {
                 status: 200,
                 headers: vec![("content-type".into(), "text/plain".into())],
+                size: body.len() as u64,
                 body: body.clone(),
             },
             data: Some(body[..1000].to_vec()),
+            in_file: false,
         });
         {
             let store = SledStore::open(dir.path()).unwrap();

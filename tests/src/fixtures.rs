@@ -12,14 +12,52 @@ use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The hostile test plugin: its manifest and component bytes.
-pub fn hostile_plugin() -> (String, Vec<u8>) {
-    let manifest_path = concat!(env!("CARGO_MANIFEST_DIR"), "/plugins/hostile/manifest.toml");
-    let manifest =
-        std::fs::read_to_string(manifest_path).expect("the hostile manifest is readable");
-    let wasm = std::fs::read(env!("FERRY_HOSTILE_PLUGIN"))
-        .expect("the build script built the hostile plugin");
+/// A test plugin's manifest (`tests/DIR/manifest.toml`) and the component
+/// the build script built for it.
+fn test_plugin(dir: &str, wasm: &str) -> (String, Vec<u8>) {
+    let manifest_path = format!("{}/{dir}/manifest.toml", env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .unwrap_or_else(|e| panic!("{manifest_path} is readable: {e}"));
+    let wasm = std::fs::read(wasm).unwrap_or_else(|e| panic!("the build script built {wasm}: {e}"));
     (manifest, wasm)
+}
+
+/// The hostile test plugin (download only).
+pub fn hostile_plugin() -> (String, Vec<u8>) {
+    test_plugin("plugins/hostile", env!("FERRY_HOSTILE_PLUGIN"))
+}
+
+/// The upload test plugin (`testup`, upload and upload-reply).
+pub fn upload_plugin() -> (String, Vec<u8>) {
+    test_plugin("plugins/upload", env!("FERRY_UPLOAD_PLUGIN"))
+}
+
+/// The reply processor test plugin (`reply-upper`).
+pub fn reply_upper_plugin() -> (String, Vec<u8>) {
+    test_plugin("plugins/reply-upper", env!("FERRY_REPLY_UPPER_PLUGIN"))
+}
+
+/// The plugin built against the frozen `ferry:transfer@0.1.0` (`legacy`).
+pub fn legacy_plugin() -> (String, Vec<u8>) {
+    test_plugin("plugins/legacy-0.1", env!("FERRY_LEGACY_PLUGIN"))
+}
+
+/// A component built against `ferry:transfer@1.0.0`, a future major.
+pub fn future_major_plugin() -> (String, Vec<u8>) {
+    test_plugin("plugins/future-major", env!("FERRY_FUTURE_MAJOR_PLUGIN"))
+}
+
+/// A component that exports nothing Ferry knows.
+pub fn unknown_exports_plugin() -> (String, Vec<u8>) {
+    test_plugin(
+        "plugins/unknown-exports",
+        env!("FERRY_UNKNOWN_EXPORTS_PLUGIN"),
+    )
+}
+
+/// The example plugin for authors (`examples/mirror-plugin`).
+pub fn mirror_example() -> (String, Vec<u8>) {
+    test_plugin("../examples/mirror-plugin", env!("FERRY_MIRROR_EXAMPLE"))
 }
 
 /// A runtime with the built-in plugins and the given operator grants.
@@ -111,29 +149,6 @@ pub fn request(url: &str, offset: u64) -> DownloadRequest {
         end: None,
         validator: None,
     }
-}
-
-/// The upload test plugin (`testup`): its manifest and component bytes.
-pub fn upload_plugin() -> (String, Vec<u8>) {
-    let manifest_path = concat!(env!("CARGO_MANIFEST_DIR"), "/plugins/upload/manifest.toml");
-    let manifest = std::fs::read_to_string(manifest_path).expect("the upload manifest is readable");
-    let wasm = std::fs::read(env!("FERRY_UPLOAD_PLUGIN"))
-        .expect("the build script built the upload plugin");
-    (manifest, wasm)
-}
-
-/// The reply processor test plugin (`reply-upper`): its manifest and
-/// component bytes.
-pub fn reply_upper_plugin() -> (String, Vec<u8>) {
-    let manifest_path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/plugins/reply-upper/manifest.toml"
-    );
-    let manifest =
-        std::fs::read_to_string(manifest_path).expect("the reply-upper manifest is readable");
-    let wasm = std::fs::read(env!("FERRY_REPLY_UPPER_PLUGIN"))
-        .expect("the build script built the reply-upper plugin");
-    (manifest, wasm)
 }
 
 /// A temporary directory every user may write. Tests run jobs for made-up

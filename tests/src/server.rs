@@ -878,6 +878,20 @@ impl TestServer {
             .cloned()
     }
 
+    /// Forgets the upload at `path` as a server that expired it would: it
+    /// answers 404 from now on (and shows as deleted).
+    pub fn forget_upload(&self, path: &str) {
+        if let Some(upload) = self
+            .shared
+            .lock()
+            .uploads
+            .iter_mut()
+            .find(|u| u.path == path)
+        {
+            upload.deleted = true;
+        }
+    }
+
     /// Stops the server now: the port refuses new connections and open connections
     /// are closed (as when the handle is dropped).
     pub fn shutdown(self) {

@@ -34,47 +34,6 @@ async fn downloads_a_whole_file_byte_for_byte() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn probe_reports_size_validator_and_ranges() {
-    let server = start_with("/file", Resource::pattern(1000)).await;
-    let runtime = runtime();
-    let info = runtime.probe(&server.url("/file"), &job()).await.unwrap();
-    assert_eq!(info.size, Some(1000));
-    assert!(info.accepts_ranges);
-    assert_eq!(
-        info.validator,
-        server
-            .resource("/file")
-            .unwrap()
-            .etag_value()
-            .map(Validator::Etag)
-    );
-    assert_eq!(server.requests_for("/file")[0].method, "HEAD");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn probe_falls_back_to_get_when_head_is_refused() {
-    let server = start_with("/file", Resource::pattern(4321).head_refused(405)).await;
-    let runtime = runtime();
-    let info = runtime.probe(&server.url("/file"), &job()).await.unwrap();
-    assert_eq!(info.size, Some(4321));
-    assert!(info.accepts_ranges);
-    let methods: Vec<_> = server
-        .requests_for("/file")
-        .into_iter()
-        .map(|r| r.method)
-        .collect();
-    assert_eq!(methods, ["HEAD", "GET"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn probe_of_a_server_without_size_or_ranges() {
-    let server = start_with("/file", Resource::pattern(2000).no_length().no_ranges()).await;
-    let info = runtime().probe(&server.url("/file"), &job()).await.unwrap();
-    assert_eq!(info.size, None);
-    assert!(!info.accepts_ranges);
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn resumes_from_an_offset_with_range_and_if_range() {
     let len = 3 * MIB;
     let server = start_with("/file", Resource::pattern(len)).await;
@@ -166,12 +125,33 @@ async fn a_server_without_a_size_still_downloads() {
 async fn a_mismatched_content_range_is_an_error() {
     let server = start_with("/file", Resource::pattern(10_000).wrong_content_range()).await;
     let target = Target::with_content(&pattern_bytes(0..100));
-    let (result, _) = target
-        .download(&runtime(), request(&server.url("/file"), 100), 100, &job())
-        .await;
+    let resume = DownloadRequest {
+        validator: server
+            .resource("/file")
+            .unwrap()
+            .etag_value()
+            .map(Validator::Etag),
+        ..request(&server.url("/file"), 100)
+    };
+    let (result, _) = target.download(&runtime(), resume, 100, &job()).await;
     let error = result.unwrap_err();
     assert_eq!(error.code, "range-mismatch", "{error}");
     assert_eq!(error.context, ErrorContext::RemoteFile);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_without_a_validator_starts_the_file_over() {
+    let server = start_with("/file", Resource::pattern(10_000)).await;
+    // Bytes held from an attempt that recorded no validator: nothing proves
+    // they belong to the resource as it is now.
+    let target = Target::with_content(&[b'?'; 100]);
+    let (result, progress) = target
+        .download(&runtime(), request(&server.url("/file"), 100), 100, &job())
+        .await;
+    result.unwrap();
+    assert_eq!(target.content(), pattern_bytes(0..10_000));
+    assert!(progress.restarted.load(Ordering::Acquire));
+    assert_eq!(server.requests_for("/file")[0].header("range"), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,6 +239,60 @@ async fn follows_redirects_within_the_limit() {
         .download(&runtime(), request(&server.url("/hop1"), 0), 0, &strict)
         .await;
     assert_eq!(result.unwrap_err().code, "too-many-redirects");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_and_the_jobs_headers_never_cross_to_another_origin() {
+    let first = TestServer::start().await;
+    let other = start_with("/file", Resource::pattern(10_000)).await;
+    first.put("/file", Resource::pattern(10_000));
+    first.put("/same", Resource::redirect(302, "/file"));
+    first.put("/away", Resource::redirect(302, other.url("/file")));
+    let mut owner = job();
+    owner.credentials = Some(Credentials::Basic {
+        user: "alice".into(),
+        password: "secret".into(),
+    });
+    // (`Proxy-Authorization` is a header `wasi:http` never lets a plugin
+    // send at all; the SDK drops it on a change of origin too.)
+    owner.headers = vec![
+        ("X-Token".into(), "abc".into()),
+        ("Cookie".into(), "session=1".into()),
+    ];
+    let owner_headers = ["authorization", "x-token", "cookie"];
+
+    // Same scheme, host and port: everything goes along.
+    Target::new()
+        .download(&runtime(), request(&first.url("/same"), 0), 0, &owner)
+        .await
+        .0
+        .unwrap();
+    let kept = first.requests_for("/file").pop().unwrap();
+    for name in owner_headers {
+        assert!(
+            kept.header(name).is_some(),
+            "{name} was dropped on a same-origin redirect"
+        );
+    }
+
+    // Another port: none of it goes along, though the download succeeds.
+    let target = Target::new();
+    target
+        .download(&runtime(), request(&first.url("/away"), 0), 0, &owner)
+        .await
+        .0
+        .unwrap();
+    assert_eq!(target.content(), pattern_bytes(0..10_000));
+    let crossed = other.requests_for("/file").pop().unwrap();
+    for name in owner_headers {
+        assert_eq!(
+            crossed.header(name),
+            None,
+            "{name} crossed to another origin"
+        );
+    }
+    let first_hop = first.requests_for("/away").pop().unwrap();
+    assert!(first_hop.header("authorization").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -405,20 +439,21 @@ async fn cancelling_stops_a_slow_download_and_keeps_its_bytes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_scheme_or_a_bad_url_is_a_typed_error() {
     let runtime = runtime();
-    let error = runtime
-        .probe("gopher://example/x", &job())
-        .await
-        .unwrap_err();
+    let download = async |url: &str| {
+        Target::new()
+            .download(&runtime, request(url, 0), 0, &job())
+            .await
+            .0
+            .unwrap_err()
+    };
+    let error = download("gopher://example/x").await;
     assert_eq!(
         (error.context, error.code.as_str()),
         (ErrorContext::Policy, "unsupported-scheme")
     );
-    let error = runtime.probe("not a url", &job()).await.unwrap_err();
+    let error = download("not a url").await;
     assert_eq!(error.code, "invalid-url");
-    let error = runtime
-        .probe("http://127.0.0.1:1/nothing-listens", &job())
-        .await
-        .unwrap_err();
+    let error = download("http://127.0.0.1:1/nothing-listens").await;
     assert_eq!(
         (error.class, error.context),
         (ErrorClass::Transient, ErrorContext::Transport),

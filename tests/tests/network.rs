@@ -72,10 +72,15 @@ async fn without_a_proxy_an_unresolvable_host_is_a_transient_transport_error() {
         proxy: Proxy::None,
         ..NetworkConfig::default()
     });
-    let error = runtime
-        .probe("http://ferry-test.invalid/x", &JobContext::new("dns"))
-        .await
-        .unwrap_err();
+    let (result, _) = Target::new()
+        .download(
+            &runtime,
+            request("http://ferry-test.invalid/x", 0),
+            0,
+            &JobContext::new("dns"),
+        )
+        .await;
+    let error = result.unwrap_err();
     assert_eq!(error.context, ferry::ErrorContext::Transport, "{error}");
     assert_eq!(error.class, ferry::ErrorClass::Transient, "{error}");
 }

@@ -189,21 +189,6 @@ async fn plugins_load_from_a_directory_and_compiled_code_is_cached() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_manifest_that_overclaims_is_refused() {
-    let (manifest, wasm) = hostile_plugin();
-    let overclaiming = manifest.replace(
-        r#"capabilities = ["download"]"#,
-        r#"capabilities = ["download", "upload"]"#,
-    );
-    assert_ne!(overclaiming, manifest);
-    let mut runtime = PluginRuntime::new(RuntimeConfig::default()).unwrap();
-    let error = runtime.load(&overclaiming, &wasm, false).unwrap_err();
-    assert!(matches!(error, RuntimeError::Mismatch { .. }), "{error}");
-    let error = runtime.load(&manifest, b"\0asm junk", false).unwrap_err();
-    assert!(matches!(error, RuntimeError::Component { .. }), "{error}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_cannot_take_a_scheme_already_served() {
     let (manifest, wasm) = hostile_plugin();
     let mut runtime = PluginRuntime::with_builtins(RuntimeConfig::default()).unwrap();

@@ -389,7 +389,7 @@ async fn a_restart_resumes_the_upload_from_the_servers_offset() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reply_of_1_mib_is_kept_and_one_over_1_mib_is_an_error() {
+async fn a_reply_of_1_mib_is_kept_as_data_and_a_larger_one_needs_a_reply_file() {
     let server = TestServer::start().await;
     server.accept_uploads_with(
         "/fits",
@@ -408,22 +408,120 @@ async fn a_reply_of_1_mib_is_kept_and_one_over_1_mib_is_an_error() {
     h.wait_for(&fits, JobState::Transferred).await;
     let reply = h.engine().complete(ALICE, &fits).unwrap().reply.unwrap();
     assert_eq!(reply.reply.body.len(), MIB as usize);
+    assert_eq!(reply.reply.size, MIB);
+    assert!(!reply.in_file);
 
-    // Refused by the plugin, and (when the plugin reads more) by the host.
-    for url in [format!("{base}/big"), format!("{base}/big#no-reply-limit")] {
-        let id = upload_job(&h, JobType::UploadReply, &url, &file);
-        h.engine().resume(ALICE, &id).unwrap();
-        let job = h.wait_for(&id, JobState::Error).await;
-        let error = job.error.unwrap().error;
-        assert_eq!(error.code, "reply-too-large", "{url}: {error:?}");
-        assert_eq!(error.class, ErrorClass::Fatal);
-        assert!(job.reply.is_none());
-        assert_eq!(
-            h.engine().complete(ALICE, &id).unwrap_err().code(),
-            "invalid-state"
-        );
-        h.engine().cancel(ALICE, &id).unwrap();
-    }
+    // Without a reply file, more than 1 MiB cannot be handed over.
+    let id = upload_job(&h, JobType::UploadReply, &format!("{base}/big"), &file);
+    h.engine().resume(ALICE, &id).unwrap();
+    let job = h.wait_for(&id, JobState::Error).await;
+    let error = job.error.unwrap().error;
+    assert_eq!(error.code, "reply-too-large", "{error:?}");
+    assert_eq!(error.class, ErrorClass::Fatal);
+    assert!(error.message.contains("--reply-file"), "{error}");
+    assert!(job.reply.is_none());
+    assert_eq!(
+        h.engine().complete(ALICE, &id).unwrap_err().code(),
+        "invalid-state"
+    );
+    h.engine().cancel(ALICE, &id).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_5_mib_reply_lands_whole_in_the_reply_file_on_complete() {
+    let reply: Vec<u8> = pattern_bytes(0..5 * MIB);
+    let server = upload_server(UploadEndpoint::default().reply(reply.clone())).await;
+    let h = Harness::new(fast_checkpoints());
+    let file = h.source("data", 2 * MIB);
+    let id = upload_job(&h, JobType::UploadReply, &testup_url(&server), &file);
+    let reply_path = h.files.path().join("reply.bin");
+    let download = h
+        .engine()
+        .create(ALICE, JobType::Download, "d", Priority::Normal)
+        .unwrap();
+    let refused = h.engine().set(
+        ALICE,
+        &download,
+        Setting::ReplyFile(Some(reply_path.clone())),
+    );
+    assert_eq!(refused.unwrap_err().code(), "invalid-argument");
+    h.engine()
+        .set(ALICE, &id, Setting::ReplyFile(Some(reply_path.clone())))
+        .unwrap();
+    h.engine().resume(ALICE, &id).unwrap();
+    let job = h.wait_for(&id, JobState::Transferred).await;
+    let stored = job.reply.unwrap();
+    assert_eq!(stored.reply.size, 5 * MIB);
+    assert!(stored.reply.body.is_empty(), "no reply data past 1 MiB");
+    assert!(stored.in_file);
+    assert!(!reply_path.exists(), "nothing is in place before complete");
+
+    let completion = h.engine().complete(ALICE, &id).unwrap();
+    assert_eq!(completion.files, std::slice::from_ref(&reply_path));
+    assert_eq!(std::fs::read(&reply_path).unwrap(), reply);
+    let leftovers: Vec<_> = std::fs::read_dir(h.files.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".ferry-part"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_deletes_the_waiting_reply_file() {
+    let server = upload_server(UploadEndpoint::default().reply("to be dropped")).await;
+    let h = Harness::new(fast_checkpoints());
+    let file = h.source("data", 1000);
+    let id = upload_job(&h, JobType::UploadReply, &testup_url(&server), &file);
+    let reply_path = h.files.path().join("reply.txt");
+    h.engine()
+        .set(ALICE, &id, Setting::ReplyFile(Some(reply_path.clone())))
+        .unwrap();
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for(&id, JobState::Transferred).await;
+    let parts = || {
+        std::fs::read_dir(h.files.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".ferry-part")
+            })
+            .count()
+    };
+    assert_eq!(parts(), 1, "the reply waits beside its reply file");
+    h.engine().cancel(ALICE, &id).unwrap();
+    assert_eq!(parts(), 0);
+    assert!(!reply_path.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_the_server_forgot_starts_over_with_a_new_one() {
+    let server = upload_server(UploadEndpoint::default().slow(2 * MIB)).await;
+    let h = Harness::new(fast_checkpoints());
+    let len = 3 * MIB;
+    let file = h.source("data", len);
+    let id = upload_job(&h, JobType::Upload, &testup_url(&server), &file);
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for_bytes(&id, MIB).await;
+    h.engine().suspend(ALICE, &id).unwrap();
+    h.wait_until(&id, "idle", |job| job.state == JobState::Suspended)
+        .await;
+    server.forget_upload("/up/1");
+    server.update_uploads("/up", |e| e.apply(|e| e.fast()));
+    h.engine().resume(ALICE, &id).unwrap();
+    let job = h.wait_for(&id, JobState::Transferred).await;
+    assert_eq!(
+        job.upload_session.as_deref(),
+        Some(format!("http://{}/up/2", server.addr()).as_str()),
+        "a new session replaced the forgotten one"
+    );
+    let uploads = server.uploads();
+    assert_eq!(uploads.len(), 2);
+    assert_eq!(uploads[1].received, pattern_bytes(0..len));
+    assert_eq!(job.error_count, 0, "no error was shown to the owner");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -641,6 +739,55 @@ async fn the_reply_processor_makes_the_reply_data() {
     let reply = h.engine().complete(ALICE, &id).unwrap().reply.unwrap();
     assert_eq!(reply.reply.body, b"hello, reply");
     assert_eq!(reply.data.as_deref(), Some(&b"HELLO, REPLY"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reply_processor_writes_the_reply_file_and_its_data_is_capped_at_1_mib() {
+    let server = TestServer::start().await;
+    server.accept_uploads_with("/small", UploadEndpoint::default().reply("small reply"));
+    server.accept_uploads_with(
+        "/large",
+        UploadEndpoint::default().reply(vec![b'x'; 2 * MIB as usize]),
+    );
+    let h = Harness::new(fast_checkpoints());
+    let file = h.source("data", 1000);
+    let base = format!("testup://{}", server.addr());
+    let processed = |url: &str, reply_file: &Path| {
+        let id = upload_job(&h, JobType::UploadReply, url, &file);
+        h.engine()
+            .set(
+                ALICE,
+                &id,
+                Setting::ReplyProcessor(Some("reply-upper".into())),
+            )
+            .unwrap();
+        h.engine()
+            .set(
+                ALICE,
+                &id,
+                Setting::ReplyFile(Some(reply_file.to_path_buf())),
+            )
+            .unwrap();
+        h.engine().resume(ALICE, &id).unwrap();
+        id
+    };
+    let small_file = h.files.path().join("small.txt");
+    let id = processed(&format!("{base}/small"), &small_file);
+    h.wait_for(&id, JobState::Transferred).await;
+    let reply = h.engine().complete(ALICE, &id).unwrap().reply.unwrap();
+    assert_eq!(reply.data.as_deref(), Some(&b"SMALL REPLY"[..]));
+    assert_eq!(std::fs::read(&small_file).unwrap(), b"SMALL REPLY");
+
+    // The processor returns the 2 MiB reply upper-cased as data: refused.
+    let large_file = h.files.path().join("large.txt");
+    let id = processed(&format!("{base}/large"), &large_file);
+    let job = h.wait_for(&id, JobState::Error).await;
+    let error = job.error.unwrap().error;
+    assert_eq!(
+        (error.code.as_str(), error.context),
+        ("reply-too-large", ErrorContext::Plugin),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -174,6 +174,8 @@ async fn dispatch(
                     version: p.manifest.version.clone(),
                     schemes: p.manifest.schemes.clone(),
                     builtin: p.builtin,
+                    contract: p.contract.version().to_string(),
+                    abilities: p.abilities.iter().map(|a| a.name().to_string()).collect(),
                 })
                 .collect();
             list.sort_by(|a, b| a.name.cmp(&b.name));

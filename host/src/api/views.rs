@@ -356,6 +356,13 @@ pub struct PluginView {
     pub version: String,
     pub schemes: Vec<String>,
     pub builtin: bool,
+    /// The `ferry:transfer` version the component was built against.
+    #[serde(default)]
+    pub contract: String,
+    /// What it can do, read from its exports: `download`, `ranges`,
+    /// `upload`, `upload-reply`, `reply-processing`.
+    #[serde(default)]
+    pub abilities: Vec<String>,
 }
 
 #[cfg(test)]

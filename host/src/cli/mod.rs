@@ -519,11 +519,13 @@ async fn client_command(client: &mut Client, command: Command, json: bool) -> Ou
                 l.iter()
                     .map(|p| {
                         format!(
-                            "{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}\t{}\tferry:transfer@{}",
                             p.name,
                             p.version,
                             p.schemes.join(","),
-                            if p.builtin { "built-in" } else { "third-party" }
+                            p.abilities.join(","),
+                            if p.builtin { "built-in" } else { "third-party" },
+                            p.contract
                         )
                     })
                     .collect::<Vec<_>>()

@@ -183,8 +183,7 @@ impl From<types::TransferError> for TransferError {
     fn from(e: types::TransferError) -> Self {
         let kebab = !e.code.is_empty()
             && e.code.len() <= 64
-            && e
-                .code
+            && e.code
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         TransferError {

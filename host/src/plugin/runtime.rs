@@ -495,18 +495,16 @@ impl PluginRuntime {
         let exports = &plugin.exports;
         let result = self
             .run(&plugin, job, async move |store, instance| {
-                lend(store, destination, async |store, borrowed| {
-                    match exports {
-                        Exports::V0_2(exports) => {
-                            let guest = present(&exports.download)?.load(&mut *store, instance)?;
-                            let result = guest
-                                .call_download(store, &context, &request.into(), borrowed)
-                                .await?;
-                            Ok(result.map_err(TransferError::from))
-                        }
-                        Exports::V0_1(exports) => {
-                            legacy::download(exports, store, instance, request, borrowed).await
-                        }
+                lend(store, destination, async |store, borrowed| match exports {
+                    Exports::V0_2(exports) => {
+                        let guest = present(&exports.download)?.load(&mut *store, instance)?;
+                        let result = guest
+                            .call_download(store, &context, &request.into(), borrowed)
+                            .await?;
+                        Ok(result.map_err(TransferError::from))
+                    }
+                    Exports::V0_1(exports) => {
+                        legacy::download(exports, store, instance, request, borrowed).await
                     }
                 })
                 .await
@@ -549,7 +547,8 @@ impl PluginRuntime {
                             Ok(result.map_err(TransferError::from))
                         }
                         Some(sink) => {
-                            let guest = present(&exports.upload_reply)?.load(&mut *store, instance)?;
+                            let guest =
+                                present(&exports.upload_reply)?.load(&mut *store, instance)?;
                             lend(store, sink, async |store, sink| {
                                 let result = guest
                                     .call_upload_with_reply(
@@ -595,18 +594,16 @@ impl PluginRuntime {
         }
         let context = job.to_wit(&self.config.network);
         let exports = &plugin.exports;
-        self.run(&plugin, job, async move |store, instance| {
-            match exports {
-                Exports::V0_2(exports) => {
-                    let guest = present(&exports.upload)?.load(&mut *store, instance)?;
-                    let result = guest
-                        .call_cancel_upload(store, &context, url, session)
-                        .await?;
-                    Ok(result.map_err(TransferError::from))
-                }
-                Exports::V0_1(exports) => {
-                    legacy::cancel_upload(exports, store, instance, url, session).await
-                }
+        self.run(&plugin, job, async move |store, instance| match exports {
+            Exports::V0_2(exports) => {
+                let guest = present(&exports.upload)?.load(&mut *store, instance)?;
+                let result = guest
+                    .call_cancel_upload(store, &context, url, session)
+                    .await?;
+                Ok(result.map_err(TransferError::from))
+            }
+            Exports::V0_1(exports) => {
+                legacy::cancel_upload(exports, store, instance, url, session).await
             }
         })
         .await
@@ -634,42 +631,33 @@ impl PluginRuntime {
         let opened = file.opened();
         let exports = &plugin.exports;
         let data = self
-            .run(&plugin, &job, async move |store, instance| {
-                match exports {
-                    Exports::V0_2(exports) => {
-                        let guest = present(&exports.reply_processing)?.load(&mut *store, instance)?;
-                        let stream = match body.open(0) {
-                            Ok(stream) => stream,
-                            Err(e) => return Ok(Err(e)),
-                        };
-                        let stream: wasmtime_wasi_io::streams::DynInputStream = Box::new(stream);
-                        let stream = store.data_mut().table().push(stream)?;
-                        lend(store, file, async |store, file| {
-                            let result = guest
-                                .call_process(
-                                    store,
-                                    &context.into(),
-                                    &(&head).into(),
-                                    stream,
-                                    file,
-                                )
-                                .await?;
-                            Ok(result.map_err(TransferError::from))
-                        })
-                        .await
-                    }
-                    Exports::V0_1(exports) => {
-                        let data = match read_small(&body) {
-                            Ok(data) => data,
-                            Err(e) => return Ok(Err(e)),
-                        };
-                        let destination = file.into_destination();
-                        lend(store, destination, async |store, destination| {
-                            legacy::process(exports, store, instance, &head, data, destination)
-                                .await
-                        })
-                        .await
-                    }
+            .run(&plugin, &job, async move |store, instance| match exports {
+                Exports::V0_2(exports) => {
+                    let guest = present(&exports.reply_processing)?.load(&mut *store, instance)?;
+                    let stream = match body.open(0) {
+                        Ok(stream) => stream,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    let stream: wasmtime_wasi_io::streams::DynInputStream = Box::new(stream);
+                    let stream = store.data_mut().table().push(stream)?;
+                    lend(store, file, async |store, file| {
+                        let result = guest
+                            .call_process(store, &context.into(), &(&head).into(), stream, file)
+                            .await?;
+                        Ok(result.map_err(TransferError::from))
+                    })
+                    .await
+                }
+                Exports::V0_1(exports) => {
+                    let data = match read_small(&body) {
+                        Ok(data) => data,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    let destination = file.into_destination();
+                    lend(store, destination, async |store, destination| {
+                        legacy::process(exports, store, instance, &head, data, destination).await
+                    })
+                    .await
                 }
             })
             .await;
@@ -827,9 +815,8 @@ fn find_exports(
 /// and a 0.1-era `capabilities` list agrees with the component.
 fn check_manifest(plugin: &Plugin) -> Result<(), String> {
     let manifest = &plugin.manifest;
-    let names = |set: &BTreeSet<Capability>| {
-        set.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
-    };
+    let names =
+        |set: &BTreeSet<Capability>| set.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ");
     if plugin.abilities.is_empty() {
         return Err("the component can do nothing (it reports no capability)".into());
     }
@@ -851,7 +838,8 @@ fn check_manifest(plugin: &Plugin) -> Result<(), String> {
         return Ok(());
     };
     let listed: BTreeSet<Capability> = listed.iter().copied().collect();
-    let claimed_only: BTreeSet<Capability> = listed.difference(&plugin.abilities).copied().collect();
+    let claimed_only: BTreeSet<Capability> =
+        listed.difference(&plugin.abilities).copied().collect();
     if !claimed_only.is_empty() {
         return Err(format!(
             "the manifest lists {} but the component does not implement it (it {} {})",
@@ -866,7 +854,8 @@ fn check_manifest(plugin: &Plugin) -> Result<(), String> {
     // A 0.1 host accepted a manifest listing less than the component did;
     // a 0.2 manifest that lists capabilities lists them all (ranges aside,
     // which every 0.2 download transport takes).
-    let mut unlisted: BTreeSet<Capability> = plugin.abilities.difference(&listed).copied().collect();
+    let mut unlisted: BTreeSet<Capability> =
+        plugin.abilities.difference(&listed).copied().collect();
     unlisted.remove(&Capability::Ranges);
     if plugin.contract == Contract::V0_2 && !unlisted.is_empty() {
         return Err(format!(
@@ -893,9 +882,13 @@ fn write_reply(sink: &mut ReplySink, reply: UploadReply) -> Result<(), TransferE
         headers: reply.headers,
     };
     let mut stream = sink.begin(head)?;
-    stream
-        .write(bytes::Bytes::from(reply.body))
-        .map_err(|e| TransferError::local_file("write-failed", &std::io::Error::other(e.to_string()), "reply file"))
+    stream.write(bytes::Bytes::from(reply.body)).map_err(|e| {
+        TransferError::local_file(
+            "write-failed",
+            &std::io::Error::other(e.to_string()),
+            "reply file",
+        )
+    })
 }
 
 /// The whole of a small reply, for a 0.1 processor (which takes the reply as
@@ -958,10 +951,7 @@ async fn cancellable<R>(
 fn settle<R>(
     plugin: &Plugin,
     store: &Store<PluginState>,
-    outcome: Result<
-        wasmtime::Result<Result<R, TransferError>>,
-        (),
-    >,
+    outcome: Result<wasmtime::Result<Result<R, TransferError>>, ()>,
 ) -> Result<R, TransferError> {
     let name = &plugin.manifest.name;
     let state = store.data();

@@ -362,7 +362,11 @@ impl Source {
     /// processor ([`UploadProgress::sha256`]).
     pub fn with_digest(self) -> Source {
         use sha2::Digest;
-        *self.progress.digest.lock().unwrap_or_else(|e| e.into_inner()) = Some(SourceDigest {
+        *self
+            .progress
+            .digest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(SourceDigest {
             hasher: sha2::Sha256::new(),
             hashed_to: 0,
         });

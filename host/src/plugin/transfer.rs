@@ -394,6 +394,9 @@ mod tests {
             );
         }
         let long = "a".repeat(65);
-        assert_eq!(plugin_error(wit::ErrorCode::Other(long)).code, "plugin-error");
+        assert_eq!(
+            plugin_error(wit::ErrorCode::Other(long)).code,
+            "plugin-error"
+        );
     }
 }

@@ -36,7 +36,12 @@ fn error(class: ErrorClass, context: ErrorContext, code: &str, message: String) 
 }
 
 fn transient(code: &str, message: String) -> TransferError {
-    error(ErrorClass::Transient, ErrorContext::Transport, code, message)
+    error(
+        ErrorClass::Transient,
+        ErrorContext::Transport,
+        code,
+        message,
+    )
 }
 
 impl Guest for Legacy {
@@ -74,7 +79,8 @@ impl Guest for Legacy {
                 .map_err(|e| transient("invalid-header", format!("{e:?}")))?;
         }
         let outgoing = OutgoingRequest::new(headers);
-        let set = |ok: Result<(), ()>| ok.map_err(|()| transient("invalid-url", request.url.clone()));
+        let set =
+            |ok: Result<(), ()>| ok.map_err(|()| transient("invalid-url", request.url.clone()));
         set(outgoing.set_method(&Method::Get))?;
         set(outgoing.set_scheme(Some(&Scheme::Http)))?;
         set(outgoing.set_authority(Some(authority)))?;
@@ -94,7 +100,11 @@ impl Guest for Legacy {
             200 => 0,
             206 => request.offset,
             _ => {
-                let class = if status >= 500 { ErrorClass::Transient } else { ErrorClass::Fatal };
+                let class = if status >= 500 {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Fatal
+                };
                 let mut e = error(
                     class,
                     ErrorContext::RemoteApplication,
