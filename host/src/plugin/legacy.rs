@@ -308,6 +308,10 @@ impl host::Host for PluginState {
     }
 }
 
+// The resources are the host objects of the current contract: each 0.1
+// method is its 0.2 namesake, with the 0.1 error type.
+use crate::plugin::bindings::v0_2::ferry::transfer::host as current;
+
 impl host::HostDestination for PluginState {
     fn begin(
         &mut self,
@@ -324,14 +328,13 @@ impl host::HostDestination for PluginState {
     }
 
     fn drop(&mut self, destination: Resource<Destination>) -> wasmtime::Result<()> {
-        self.table().delete(destination)?;
-        Ok(())
+        current::HostDestination::drop(self, destination)
     }
 }
 
 impl host::HostSource for PluginState {
     fn size(&mut self, source: Resource<Source>) -> wasmtime::Result<u64> {
-        Ok(self.table().get(&source)?.size())
+        current::HostSource::size(self, source)
     }
 
     fn open(
@@ -352,17 +355,14 @@ impl host::HostSource for PluginState {
         source: Resource<Source>,
         session: String,
     ) -> wasmtime::Result<()> {
-        self.table().get(&source)?.record_session(session);
-        Ok(())
+        current::HostSource::record_session(self, source, session)
     }
 
     fn acknowledge(&mut self, source: Resource<Source>, offset: u64) -> wasmtime::Result<()> {
-        self.table().get(&source)?.acknowledge(offset);
-        Ok(())
+        current::HostSource::acknowledge(self, source, offset)
     }
 
     fn drop(&mut self, source: Resource<Source>) -> wasmtime::Result<()> {
-        self.table().delete(source)?;
-        Ok(())
+        current::HostSource::drop(self, source)
     }
 }
