@@ -109,6 +109,10 @@ pub enum Setting {
     ReplyProcessor(Option<String>),
     /// Where the reply file of an upload-reply job goes on `complete`.
     ReplyFile(Option<PathBuf>),
+    /// The reply processor's options (upload-reply jobs).
+    ReplyOptions(Vec<(String, String)>),
+    /// The upload protocol (upload jobs), for schemes with several.
+    Protocol(Option<String>),
 }
 
 /// What `complete` did.
@@ -449,6 +453,22 @@ impl Engine {
                         check_local_path(path)?;
                     }
                     s.reply_file = v;
+                }
+                Setting::ReplyOptions(v) => {
+                    if job.job_type != JobType::UploadReply && !v.is_empty() {
+                        return Err(JobRefusal::InvalidArgument(
+                            "only upload-reply jobs have reply processor options".into(),
+                        ));
+                    }
+                    s.reply_options = v;
+                }
+                Setting::Protocol(v) => {
+                    if job.job_type == JobType::Download && v.is_some() {
+                        return Err(JobRefusal::InvalidArgument(
+                            "only upload jobs choose an upload protocol".into(),
+                        ));
+                    }
+                    s.protocol = v;
                 }
             }
             Ok(())
@@ -1065,7 +1085,7 @@ impl Engine {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
                 session: session.clone(),
-                protocol: None,
+                protocol: job.settings.protocol.clone(),
             };
             let call = self.inner.runtime.upload(request, context, source, sink);
             match self
@@ -1195,7 +1215,7 @@ impl Engine {
                     url: job.files[0].remote.clone(),
                     source_size: job.files[0].bytes_total.unwrap_or(0),
                     source_sha256,
-                    options: Vec::new(),
+                    options: job.settings.reply_options.clone(),
                 };
                 let data = self
                     .inner

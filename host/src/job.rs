@@ -129,6 +129,13 @@ pub struct JobSettings {
     /// `SetReplyFileName`); none keeps the reply as data only.
     #[serde(default)]
     pub reply_file: Option<std::path::PathBuf>,
+    /// The owner's options for the reply processor, in order.
+    #[serde(default)]
+    pub reply_options: Vec<(String, String)>,
+    /// The upload protocol, for schemes with several (`tus`, `bits`, `put`,
+    /// ... as the scheme's plugin documents); none lets the plugin choose.
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 /// The floor of the retry delay.
@@ -145,6 +152,8 @@ impl Default for JobSettings {
             notify_command: None,
             reply_processor: None,
             reply_file: None,
+            reply_options: Vec::new(),
+            protocol: None,
         }
     }
 }

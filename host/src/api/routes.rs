@@ -344,6 +344,11 @@ fn check_local(peer: &Peer, job_type: JobType, local: &Path) -> Result<(), ApiEr
     }
 }
 
+/// The most reply processor options a job holds, and the longest key, value
+/// or protocol name.
+const MAX_REPLY_OPTIONS: usize = 32;
+const MAX_OPTION: usize = 1024;
+
 /// Turns a PATCH body into the engine's setters, checking every value first.
 fn settings(state: &ApiState, peer: &Peer, body: SetRequest) -> Result<Vec<Setting>, ApiError> {
     let mut out = Vec::new();
@@ -410,6 +415,32 @@ fn settings(state: &ApiState, peer: &Peer, body: SetRequest) -> Result<Vec<Setti
             check_local(peer, JobType::Download, path)?;
         }
         out.push(Setting::ReplyFile(reply_file));
+    }
+    if let Some(options) = body.reply_options {
+        if options.len() > MAX_REPLY_OPTIONS
+            || options
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > MAX_OPTION || v.len() > MAX_OPTION)
+        {
+            return Err(ApiError::invalid_argument(format!(
+                "at most {MAX_REPLY_OPTIONS} reply options, each a non-empty key and a value of at most {MAX_OPTION} bytes"
+            )));
+        }
+        out.push(Setting::ReplyOptions(options));
+    }
+    if let Some(protocol) = body.protocol {
+        if let Some(p) = &protocol
+            && (p.is_empty()
+                || p.len() > MAX_OPTION
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        {
+            return Err(ApiError::invalid_argument(format!(
+                "the protocol {p:?} must be a lower-case name (letters, digits, '-')"
+            )));
+        }
+        out.push(Setting::Protocol(protocol));
     }
     Ok(out)
 }

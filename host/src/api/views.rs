@@ -74,6 +74,12 @@ pub struct SettingsView {
     /// Where an upload-reply job's reply file goes on `complete`.
     #[serde(default)]
     pub reply_file: Option<PathBuf>,
+    /// The reply processor's options, as `[key, value]` pairs.
+    #[serde(default)]
+    pub reply_options: Vec<(String, String)>,
+    /// The upload protocol chosen for the job, if any.
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +133,8 @@ impl JobView {
                 notify_command: s.notify_command.clone(),
                 reply_processor: s.reply_processor.clone(),
                 reply_file: s.reply_file.clone(),
+                reply_options: s.reply_options.clone(),
+                protocol: s.protocol.clone(),
             },
             reply: job.reply.as_ref().map(|r| ReplyView {
                 status: r.reply.status,
@@ -276,6 +284,16 @@ pub struct SetRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub reply_file: Option<Option<PathBuf>>,
+    /// Replaces the reply processor's options (`[key, value]` pairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_options: Option<Vec<(String, String)>>,
+    /// The upload protocol, or null to let the plugin choose.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub protocol: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -161,6 +161,15 @@ enum Command {
         reply_file: Option<PathBuf>,
         #[arg(long)]
         clear_reply_file: bool,
+        /// An option for the reply processor, `KEY=VALUE` (repeatable; replaces
+        /// the job's options).
+        #[arg(long = "reply-option", value_name = "KEY=VALUE")]
+        reply_options: Vec<String>,
+        /// The upload protocol, for schemes whose plugin speaks several.
+        #[arg(long, value_name = "NAME", conflicts_with = "clear_protocol")]
+        protocol: Option<String>,
+        #[arg(long)]
+        clear_protocol: bool,
     },
     /// Make a job yours (administrators).
     TakeOwnership { job: String },
@@ -468,6 +477,9 @@ async fn client_command(client: &mut Client, command: Command, json: bool) -> Ou
             reply_processor,
             reply_file,
             clear_reply_file,
+            reply_options,
+            protocol,
+            clear_protocol,
         } => {
             let request = SetRequest {
                 name,
@@ -498,6 +510,29 @@ async fn client_command(client: &mut Client, command: Command, json: bool) -> Ou
                     Some(None)
                 } else {
                     reply_file.as_deref().map(absolute).transpose()?.map(Some)
+                },
+                reply_options: if reply_options.is_empty() {
+                    None
+                } else {
+                    Some(
+                        reply_options
+                            .iter()
+                            .map(|o| {
+                                o.split_once('=')
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                                    .ok_or_else(|| {
+                                        Failure::usage(format!(
+                                            "--reply-option {o:?} is not KEY=VALUE"
+                                        ))
+                                    })
+                            })
+                            .collect::<Result<_, _>>()?,
+                    )
+                },
+                protocol: if clear_protocol {
+                    Some(None)
+                } else {
+                    protocol.map(Some)
                 },
             };
             let view: JobView = client
