@@ -115,6 +115,17 @@ pub enum Setting {
     Protocol(Option<String>),
 }
 
+/// A file to add to a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFile {
+    pub remote: String,
+    pub local: PathBuf,
+    /// Downloads: only these byte ranges.
+    pub ranges: Vec<ByteRange>,
+    /// Downloads: the SHA-256 the whole file must have, as hex.
+    pub sha256: Option<String>,
+}
+
 /// What `complete` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Completion {
@@ -345,62 +356,55 @@ impl Engine {
         local: &Path,
         ranges: Vec<ByteRange>,
     ) -> Refusal<()> {
-        let config = &self.inner.config;
-        check_local_path(local)?;
-        let parsed = url::Url::parse(remote).map_err(|e| {
-            JobRefusal::Transfer(TransferError::fatal(
-                ErrorContext::RemoteFile,
-                "invalid-url",
-                format!("{remote:?} is not a URL: {e}"),
-            ))
-        })?;
-        self.inner.runtime.transport_for(parsed.as_str())?;
-        self.modify(caller, id, Operation::AddFile, |job| {
-            let upload = job.job_type != JobType::Download;
-            if upload && !job.files.is_empty() {
-                return Err(JobRefusal::TooManyFiles);
-            }
-            if job.files.len() >= config.max_files_per_job {
-                return Err(JobRefusal::FileLimit(config.max_files_per_job));
-            }
-            if upload && !ranges.is_empty() {
-                return Err(JobRefusal::RangesNotAllowed);
-            }
-            check_ranges(&ranges, config.max_ranges_per_file)?;
-            let mut source_modified = None;
-            let bytes_total = if upload {
-                let meta = std::fs::symlink_metadata(local).map_err(|e| {
-                    JobRefusal::Transfer(TransferError::local_file(
-                        "cannot-open-file",
-                        &e,
-                        &local.display().to_string(),
-                    ))
-                })?;
-                if !meta.is_file() {
-                    return Err(JobRefusal::Transfer(TransferError::fatal(
-                        ErrorContext::LocalFile,
-                        "invalid-local-path",
-                        format!("{} is not a regular file", local.display()),
-                    )));
-                }
-                source_modified = meta.modified().ok();
-                Some(meta.len())
-            } else if ranges.is_empty() {
-                None
-            } else {
-                Some(ranges.iter().map(|r| r.length).sum())
-            };
-            job.files.push(JobFile {
-                remote: parsed.to_string(),
+        self.add_files(
+            caller,
+            id,
+            vec![NewFile {
+                remote: remote.to_string(),
                 local: local.to_path_buf(),
                 ranges,
-                bytes_total,
-                bytes_transferred: 0,
-                complete: false,
-                finalized: false,
-                validator: None,
-                source_modified,
-            });
+                sha256: None,
+            }],
+        )
+    }
+
+    /// Adds a set of files at once (BITS `AddFileSet`): all of them or none,
+    /// in one durable write, with the job's limits checked for the whole set.
+    pub fn add_files(&self, caller: Caller, id: &str, files: Vec<NewFile>) -> Refusal<()> {
+        let config = &self.inner.config;
+        if files.is_empty() {
+            return Err(JobRefusal::InvalidArgument("no file to add".into()));
+        }
+        let mut checked = Vec::with_capacity(files.len());
+        for file in files {
+            check_local_path(&file.local)?;
+            let parsed = url::Url::parse(&file.remote).map_err(|e| {
+                JobRefusal::Transfer(TransferError::fatal(
+                    ErrorContext::RemoteFile,
+                    "invalid-url",
+                    format!("{:?} is not a URL: {e}", file.remote),
+                ))
+            })?;
+            self.inner.runtime.transport_for(parsed.as_str())?;
+            checked.push((parsed.to_string(), file));
+        }
+        self.modify(caller, id, Operation::AddFile, |job| {
+            let upload = job.job_type != JobType::Download;
+            if upload && job.files.len() + checked.len() > 1 {
+                return Err(JobRefusal::TooManyFiles);
+            }
+            if job.files.len() + checked.len() > config.max_files_per_job {
+                return Err(JobRefusal::FileLimit(config.max_files_per_job));
+            }
+            for (remote, file) in checked {
+                if job.files.iter().any(|f| f.local == file.local) {
+                    return Err(JobRefusal::InvalidArgument(format!(
+                        "two files of the job would be written to {}",
+                        file.local.display()
+                    )));
+                }
+                job.files.push(new_job_file(job.job_type, remote, file, config)?);
+            }
             Ok(())
         })
         .map(|_| ())
@@ -821,7 +825,15 @@ impl Engine {
                 error,
                 file: Some(index),
             };
-            let temp = as_owner(job.owner, || open_temp(file, &tag, job.owner)).map_err(attach)?;
+            let (temp, shorter) =
+                as_owner(job.owner, || open_temp(file, &tag, job.owner)).map_err(attach)?;
+            if shorter {
+                // Bytes counted before a crash are gone: the file starts over,
+                // its record lowered before the file is cut.
+                tracing::warn!(job = %job.id, file = index, "the temporary file is shorter than its record; starting the file over");
+                self.restart_file(&job.id, generation, index, &temp)
+                    .map_err(attach)?;
+            }
             let mut started_over = false;
             loop {
                 match self
@@ -832,21 +844,39 @@ impl Engine {
                     // resource: this file (only) starts over, once per run.
                     Err(error) if error.code == code::RESOURCE_CHANGED && !started_over => {
                         started_over = true;
-                        temp.truncate(0).map_err(attach)?;
-                        self.save_if_running(&job.id, generation, |slot| {
-                            let f = &mut slot.job.files[index];
-                            f.bytes_transferred = 0;
-                            f.validator = None;
-                            true
-                        })
-                        .map_err(|e| attach(store_error(&e)))?;
+                        self.restart_file(&job.id, generation, index, &temp)
+                            .map_err(attach)?;
                     }
                     result => break result.map_err(attach)?,
                 }
             }
+            if let Some(expected) = &file.sha256 {
+                let actual = sha256_of(temp.file()).await.map_err(attach)?;
+                if &actual != expected {
+                    // What arrived is not the file asked for: none of it is kept.
+                    self.restart_file(&job.id, generation, index, &temp)
+                        .map_err(attach)?;
+                    return Err(attach(TransferError::fatal(
+                        ErrorContext::RemoteFile,
+                        "checksum-mismatch",
+                        format!(
+                            "{} arrived with SHA-256 {actual}, not the {expected} the job asked for",
+                            file.remote
+                        ),
+                    )));
+                }
+            }
+            let mut mismatch = None;
             let updated = self
                 .save_if_running(&job.id, generation, |slot| {
                     let f = &mut slot.job.files[index];
+                    match f.bytes_total {
+                        Some(total) if total != f.bytes_transferred => {
+                            mismatch = Some((total, f.bytes_transferred));
+                            return false;
+                        }
+                        _ => {}
+                    }
                     f.complete = true;
                     f.bytes_total = Some(f.bytes_transferred);
                     true
@@ -855,12 +885,50 @@ impl Engine {
                     error: store_error(&e),
                     file: Some(index),
                 })?;
+            if let Some((total, transferred)) = mismatch {
+                return Err(attach(TransferError::transient(
+                    ErrorContext::Transport,
+                    code::LENGTH_MISMATCH,
+                    format!(
+                        "{} has {transferred} bytes where {total} were expected",
+                        file.remote
+                    ),
+                )));
+            }
             if let Some(updated) = updated {
                 self.inner
                     .publish(&updated, EventKind::FileTransferred { file: index });
             }
         }
         Ok(())
+    }
+
+    /// Starts file `index` over: its recorded progress and validator are
+    /// durably reset first, then its temporary file is cut, so a crash in
+    /// between never leaves a record pointing past the bytes on disk.
+    fn restart_file(
+        &self,
+        id: &str,
+        generation: u64,
+        index: usize,
+        temp: &TempFile,
+    ) -> Result<(), TransferError> {
+        self.record_restart(id, generation, index)?;
+        temp.truncate(0)
+    }
+
+    /// The durable half of a restart: file `index` has no bytes and no
+    /// validator.
+    fn record_restart(&self, id: &str, generation: u64, index: usize) -> Result<(), TransferError> {
+        self.save_if_running(id, generation, |slot| {
+            let f = &mut slot.job.files[index];
+            let changed = f.bytes_transferred != 0 || f.validator.is_some();
+            f.bytes_transferred = 0;
+            f.validator = None;
+            changed
+        })
+        .map(|_| ())
+        .map_err(|e| store_error(&e))
     }
 
     /// Downloads what is left of file `index`: the rest of the whole file,
@@ -885,17 +953,73 @@ impl Engine {
                 end: segment.end,
                 validator,
             };
+            let engine = self.clone();
+            let id = job.id.clone();
             let destination = Destination::new(
                 temp.file(),
                 segment.offset,
                 segment.position,
                 segment.end.is_none(),
             )
-            .stop_on(context.cancel.clone());
+            .stop_on(context.cancel.clone())
+            .before_restart(Box::new(move || {
+                engine.record_restart(&id, generation, index)
+            }));
             let progress = destination.progress();
             let call = self.inner.runtime.download(request, context, destination);
             self.with_checkpoints(job, index, temp, &progress, generation, call)
                 .await?;
+            self.check_length(job, index, temp, &segment, &progress, generation)?;
+        }
+        Ok(())
+    }
+
+    /// Checks what a download call that returned successfully wrote against
+    /// what the server declared: the resource's size for a whole file, the
+    /// range's span for a range. A plugin's word that the body was whole is
+    /// not enough. A body that fell short is retried from where it ended; a
+    /// longer one starts the file over.
+    fn check_length(
+        &self,
+        job: &Job,
+        index: usize,
+        temp: &TempFile,
+        segment: &Segment,
+        progress: &DownloadProgress,
+        generation: u64,
+    ) -> Result<(), TransferError> {
+        let written = progress.written_to.load(Ordering::Acquire);
+        let size = progress
+            .remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|r| r.size);
+        let expected = match segment.end {
+            None => size,
+            Some(end) => {
+                let end = size.map_or(end, |size| end.min(size));
+                Some(segment.position + end.saturating_sub(segment.offset))
+            }
+        };
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        let url = &job.files[index].remote;
+        if written < expected {
+            return Err(TransferError::transient(
+                ErrorContext::Transport,
+                code::LENGTH_MISMATCH,
+                format!("the body of {url} ended after byte {written}; the server declared {expected}"),
+            ));
+        }
+        if written > expected {
+            self.restart_file(&job.id, generation, index, temp)?;
+            return Err(TransferError::transient(
+                ErrorContext::Transport,
+                code::LENGTH_MISMATCH,
+                format!("the body of {url} ran to byte {written}; the server declared {expected}"),
+            ));
         }
         Ok(())
     }
@@ -1593,9 +1717,11 @@ fn delete_temp_files(job: &Job) {
 }
 
 /// Opens a file's temporary file: creates it for a fresh transfer, reopens
-/// and cuts it to the recorded progress after an interruption.
+/// and cuts it to the recorded progress after an interruption. The flag is
+/// set when the file holds fewer bytes than its record (lost in a crash):
+/// the caller then starts the file over rather than pad it.
 /// A daemon running as root gives the file to the job's owner.
-fn open_temp(file: &JobFile, tag: &str, owner: u32) -> Result<TempFile, TransferError> {
+fn open_temp(file: &JobFile, tag: &str, owner: u32) -> Result<(TempFile, bool), TransferError> {
     if file.bytes_transferred == 0 {
         match TempFile::create(&file.local, tag) {
             Ok(temp) => {
@@ -1606,19 +1732,52 @@ fn open_temp(file: &JobFile, tag: &str, owner: u32) -> Result<TempFile, Transfer
                         &temp.path().display().to_string(),
                     )
                 })?;
-                return Ok(temp);
+                return Ok((temp, false));
             }
             Err(e) if e.code == "cannot-create-file" => {
                 let temp = TempFile::reopen(&file.local, tag).map_err(|_| e)?;
                 temp.truncate(0)?;
-                return Ok(temp);
+                return Ok((temp, false));
             }
             Err(e) => return Err(e),
         }
     }
     let temp = TempFile::reopen(&file.local, tag)?;
+    let held = temp
+        .file()
+        .metadata()
+        .map_err(|e| TransferError::local_file("read-failed", &e, &temp.path().display().to_string()))?
+        .len();
+    if held < file.bytes_transferred {
+        return Ok((temp, true));
+    }
     temp.truncate(file.bytes_transferred)?;
-    Ok(temp)
+    Ok((temp, false))
+}
+
+/// The SHA-256 of a whole file, as lower-case hex, read off the async
+/// workers.
+async fn sha256_of(file: Arc<std::fs::File>) -> Result<String, TransferError> {
+    tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        use std::os::unix::fs::FileExt;
+        let mut hasher = sha2::Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut position = 0u64;
+        loop {
+            let n = file
+                .read_at(&mut buffer, position)
+                .map_err(|e| TransferError::local_file("read-failed", &e, "the downloaded file"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            position += n as u64;
+        }
+        Ok(hex::encode(hasher.finalize()))
+    })
+    .await
+    .map_err(|e| TransferError::plugin("internal", format!("the checksum task failed: {e}")))?
 }
 
 /// The temporary-file tag of job `id`'s reply file.
@@ -1635,6 +1794,88 @@ fn reply_spool(job: &Job) -> Result<ReplySpool, TransferError> {
             .map_err(|e| TransferError::local_file("cannot-create-file", &e, "the reply file"))?;
     }
     Ok(spool)
+}
+
+/// A file for a job of `job_type`, checked against the job's limits: byte
+/// ranges for downloads only, an upload source that is a regular file (its
+/// size and modification time recorded), a checksum of 64 hex digits.
+fn new_job_file(
+    job_type: JobType,
+    remote: String,
+    file: NewFile,
+    config: &EngineConfig,
+) -> Refusal<JobFile> {
+    let upload = job_type != JobType::Download;
+    let NewFile {
+        local,
+        ranges,
+        sha256,
+        ..
+    } = file;
+    if upload && !ranges.is_empty() {
+        return Err(JobRefusal::RangesNotAllowed);
+    }
+    check_ranges(&ranges, config.max_ranges_per_file)?;
+    let sha256 = match sha256 {
+        Some(_) if upload => {
+            return Err(JobRefusal::InvalidArgument(
+                "checksums are for downloads".into(),
+            ));
+        }
+        Some(_) if !ranges.is_empty() => {
+            return Err(JobRefusal::InvalidArgument(
+                "a checksum covers a whole file, not byte ranges".into(),
+            ));
+        }
+        Some(hex) => Some(parse_sha256(&hex)?),
+        None => None,
+    };
+    let mut source_modified = None;
+    let bytes_total = if upload {
+        let meta = std::fs::symlink_metadata(&local).map_err(|e| {
+            JobRefusal::Transfer(TransferError::local_file(
+                "cannot-open-file",
+                &e,
+                &local.display().to_string(),
+            ))
+        })?;
+        if !meta.is_file() {
+            return Err(JobRefusal::Transfer(TransferError::fatal(
+                ErrorContext::LocalFile,
+                "invalid-local-path",
+                format!("{} is not a regular file", local.display()),
+            )));
+        }
+        source_modified = meta.modified().ok();
+        Some(meta.len())
+    } else if ranges.is_empty() {
+        None
+    } else {
+        Some(ranges.iter().map(|r| r.length).sum())
+    };
+    Ok(JobFile {
+        remote,
+        local,
+        ranges,
+        bytes_total,
+        bytes_transferred: 0,
+        complete: false,
+        finalized: false,
+        validator: None,
+        source_modified,
+        sha256,
+    })
+}
+
+/// A SHA-256 given as 64 hex digits, in lower case.
+fn parse_sha256(hex: &str) -> Refusal<String> {
+    let hex = hex.trim().to_ascii_lowercase();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(JobRefusal::InvalidArgument(format!(
+            "{hex:?} is not a SHA-256 (64 hex digits)"
+        )));
+    }
+    Ok(hex)
 }
 
 /// Opens an upload source without following a symlink.

@@ -107,6 +107,10 @@ pub struct JobFile {
     /// source whose size or modification time moved has changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_modified: Option<SystemTime>,
+    /// For downloads: the SHA-256 (hex) the file must have before it counts
+    /// as transferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// Settings an owner may change per job (SPEC §2, "Timers and quotas").

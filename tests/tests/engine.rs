@@ -1001,3 +1001,194 @@ async fn ranges_of_a_resource_that_changed_start_the_file_over() {
         "every range is of the new version"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_of_files_is_added_all_or_nothing() {
+    use ferry::engine::NewFile;
+    let server = TestServer::start().await;
+    for n in 0..5 {
+        server.put(&format!("/{n}"), Resource::pattern(10_000 + n));
+    }
+    let h = Harness::new(EngineConfig {
+        max_files_per_job: 5,
+        ..EngineConfig::default()
+    });
+    let id = h
+        .engine()
+        .create(ALICE, JobType::Download, "set", Priority::Normal)
+        .unwrap();
+    let file = |n: u64| NewFile {
+        remote: server.url(&format!("/{n}")),
+        local: h.path(&format!("{n}.bin")),
+        ranges: Vec::new(),
+        sha256: None,
+    };
+    let code = |r: Result<(), ferry::job::JobRefusal>| r.unwrap_err().code().to_string();
+    // One bad file refuses the whole set, and nothing of it is added.
+    let mut bad = vec![file(0), file(1)];
+    bad.push(NewFile {
+        remote: "gopher://x/y".into(),
+        ..file(2)
+    });
+    assert_eq!(code(h.engine().add_files(ALICE, &id, bad)), "unsupported-scheme");
+    let twice = vec![file(0), NewFile { remote: server.url("/1"), ..file(0) }];
+    assert_eq!(code(h.engine().add_files(ALICE, &id, twice)), "invalid-argument");
+    let too_many: Vec<_> = (0..6).map(|n| file(n % 5)).collect();
+    assert_eq!(code(h.engine().add_files(ALICE, &id, too_many)), "too-many-files");
+    assert!(h.engine().get(ALICE, &id).unwrap().files.is_empty());
+
+    h.engine()
+        .add_files(ALICE, &id, (0..4).map(file).collect())
+        .unwrap();
+    // The limit counts the files already there.
+    assert_eq!(
+        code(h.engine().add_files(ALICE, &id, vec![file(4), file(4)])),
+        "too-many-files"
+    );
+    h.engine().add_files(ALICE, &id, vec![file(4)]).unwrap();
+    h.engine().resume(ALICE, &id).unwrap();
+    h.wait_for(&id, JobState::Transferred).await;
+    h.engine().complete(ALICE, &id).unwrap();
+    for n in 0..5 {
+        assert_eq!(
+            std::fs::read(h.path(&format!("{n}.bin"))).unwrap(),
+            pattern_bytes(0..10_000 + n)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checksum_is_verified_before_the_file_counts_as_transferred() {
+    use ferry::engine::NewFile;
+    use sha2::{Digest, Sha256};
+    let server = TestServer::start().await;
+    server.put("/f", Resource::pattern(300_000));
+    let h = Harness::default();
+    let right: String = Sha256::digest(pattern_bytes(0..300_000))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let job = |name: &str, sha256: &str| {
+        let id = h
+            .engine()
+            .create(ALICE, JobType::Download, name, Priority::Normal)
+            .unwrap();
+        h.engine()
+            .add_files(
+                ALICE,
+                &id,
+                vec![NewFile {
+                    remote: server.url("/f"),
+                    local: h.path(name),
+                    ranges: Vec::new(),
+                    sha256: Some(sha256.to_string()),
+                }],
+            )
+            .map(|()| id)
+    };
+    let refused = job("bad", "not hex").unwrap_err();
+    assert_eq!(refused.code(), "invalid-argument");
+
+    let good = job("good", &right.to_uppercase()).unwrap();
+    h.engine().resume(ALICE, &good).unwrap();
+    h.wait_for(&good, JobState::Transferred).await;
+    h.engine().complete(ALICE, &good).unwrap();
+    assert_eq!(std::fs::read(h.path("good")).unwrap(), pattern_bytes(0..300_000));
+
+    let wrong = job("wrong", &"0".repeat(64)).unwrap();
+    h.engine().resume(ALICE, &wrong).unwrap();
+    h.wait_for(&wrong, JobState::Error).await;
+    let failed = h.engine().get(ALICE, &wrong).unwrap();
+    let error = failed.error.unwrap().error;
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("checksum-mismatch", ferry::ErrorClass::Fatal),
+        "{error}"
+    );
+    assert!(!failed.files[0].complete);
+    assert_eq!(failed.files[0].bytes_transferred, 0, "none of it is kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_calls_a_short_or_long_body_whole_is_not_believed() {
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let mut runtime = PluginRuntime::with_builtins(RuntimeConfig::default()).unwrap();
+    let (manifest, wasm) = ferry_tests::fixtures::liar_plugin();
+    runtime.load(&manifest, &wasm, false).unwrap();
+    let state = StateDir::new();
+    let engine = Engine::open(
+        EngineConfig::default(),
+        Box::new(state.open_store().unwrap()),
+        Arc::new(runtime),
+        clock,
+    )
+    .unwrap();
+    let downloads = shared_dir();
+    for url in ["liar://short/", "liar://long/"] {
+        let id = engine
+            .create(ALICE, JobType::Download, url, Priority::Normal)
+            .unwrap();
+        engine
+            .add_file(ALICE, &id, url, &downloads.path().join("f"), Vec::new())
+            .unwrap();
+        engine.resume(ALICE, &id).unwrap();
+        let mut job = engine.get(ALICE, &id).unwrap();
+        for _ in 0..3000 {
+            if job.state == JobState::TransientError {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            job = engine.get(ALICE, &id).unwrap();
+        }
+        let error = job.error.expect("the job failed").error;
+        assert_eq!(error.code, "length-mismatch", "{url}: {error}");
+        assert!(!job.files[0].complete, "{url}");
+        assert_eq!(job.files[0].bytes_total, Some(if url.contains("short") { 10 } else { 3 }));
+        if url.contains("long") {
+            assert_eq!(job.files[0].bytes_transferred, 0, "a long body is not kept");
+        }
+        engine.cancel(ALICE, &id).unwrap();
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_temporary_file_shorter_than_its_record_starts_the_file_over() {
+    let server = TestServer::start().await;
+    let len = 6_000_000;
+    server.put("/f", Resource::pattern(len).slow(2_000_000));
+    let mut h = Harness::new(EngineConfig {
+        checkpoint_interval: Duration::from_millis(100),
+        ..EngineConfig::default()
+    });
+    let id = download_job(&h, &[(&server.url("/f"), &h.path("f"))]);
+    h.engine().resume(ALICE, &id).unwrap();
+    for _ in 0..3000 {
+        if h.engine().get(ALICE, &id).unwrap().files[0].bytes_transferred > 1_000_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.engine().shutdown().await;
+    h.engine = None;
+    // As after a crash that lost what the file system had not written yet.
+    let temp = h.downloads.path().join(&h.temp_files()[0]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&temp)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    server.update("/f", |r| r.apply(|r| r.slow(u64::MAX / 4)));
+    h.engine = Some(h.open_again().await);
+    h.engine().tick();
+    h.wait_for(&id, JobState::Transferred).await;
+    h.engine().complete(ALICE, &id).unwrap();
+    assert_eq!(
+        std::fs::read(h.path("f")).unwrap(),
+        pattern_bytes(0..len),
+        "no zeros were padded in"
+    );
+    let last = server.requests_for("/f").into_iter().last().unwrap();
+    assert_eq!(last.header("range"), None, "the file started over");
+}

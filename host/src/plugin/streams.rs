@@ -55,7 +55,13 @@ pub struct Destination {
     may_restart: bool,
     progress: Arc<DownloadProgress>,
     stop: Option<CancellationToken>,
+    /// Runs before the file is cut for a restart from zero: the engine
+    /// records the restart durably first.
+    before_restart: Option<RestartHook>,
 }
+
+/// What a destination runs before it starts its file over.
+pub type RestartHook = Box<dyn Fn() -> Result<(), TransferError> + Send + Sync>;
 
 impl Destination {
     /// A destination writing the body of remote offset `request_offset` at
@@ -75,7 +81,15 @@ impl Destination {
             may_restart,
             progress,
             stop: None,
+            before_restart: None,
         }
+    }
+
+    /// Runs `hook` before the file is cut for a restart from zero; a hook
+    /// that fails refuses the restart.
+    pub fn before_restart(mut self, hook: RestartHook) -> Destination {
+        self.before_restart = Some(hook);
+        self
     }
 
     /// Refuses every write once `stop` is cancelled, so a call that is being
@@ -96,6 +110,9 @@ impl Destination {
         let position = if from == self.request_offset {
             self.file_position
         } else if from == 0 && self.may_restart {
+            if let Some(hook) = &self.before_restart {
+                hook()?;
+            }
             self.progress.restarted.store(true, Ordering::Release);
             0
         } else {
@@ -261,6 +278,7 @@ impl ReplyFile {
             may_restart: true,
             progress: self.progress,
             stop: None,
+            before_restart: None,
         }
     }
 
