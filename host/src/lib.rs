@@ -10,6 +10,7 @@
 //! - `api`: the local API over a Unix socket; `identity`: acting for a user;
 //! - `notify`: the notify command, run as the job's owner;
 //! - `cli`: the `ferry` command line, a client of the API;
+//! - `conformance`: the plugin conformance suite (`ferry plugin test`);
 //! - `error`: the typed error every failed transfer ends in;
 //! - `files`: temporary files and their atomic, symlink-proof finalisation;
 //! - `plugin`: the plugin runtime (WIT bindings, sandbox, network, streams).
@@ -18,6 +19,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod conformance;
 pub mod daemon;
 pub mod engine;
 pub mod error;

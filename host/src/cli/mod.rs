@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod output;
+pub mod plugin_cmd;
 
 use crate::api::views::{
     CompletionView, CreateRequest, CreatedView, CredentialsRequest, HeaderRequest, JobView,
@@ -200,6 +201,11 @@ enum Command {
     },
     /// List the plugins the daemon loaded.
     Plugins,
+    /// Test a plugin with the conformance suite, or start a new one.
+    Plugin {
+        #[command(subcommand)]
+        command: plugin_cmd::PluginCommand,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -272,6 +278,9 @@ pub fn run() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Command::Plugin { command } = cli.command {
+        return plugin_cmd::run(command, cli.json);
+    }
     let runtime = tokio::runtime::Runtime::new().expect("the async runtime starts");
     let json = cli.json;
     let result = runtime.block_on(execute(cli));
@@ -589,7 +598,9 @@ async fn client_command(client: &mut Client, command: Command, json: bool) -> Ou
             };
             get(client, url, absolute(&dest)?, priority, settings, json).await
         }
-        Command::Daemon | Command::Completions { .. } => unreachable!("handled before"),
+        Command::Daemon | Command::Completions { .. } | Command::Plugin { .. } => {
+            unreachable!("handled before")
+        }
     }
 }
 
