@@ -17,6 +17,7 @@ use crate::job::{
     MIN_RETRY_DELAY, Operation, Priority, ReplyRecord, check_local_path, check_ranges, engine_step,
     owner_operation,
 };
+use crate::metrics::{MeasuredStore, Metrics};
 use crate::plugin::{
     Credentials, Destination, DownloadProgress, DownloadRequest, JobContext, MAX_REPLY_DATA,
     PluginRuntime, ReplyContext, ReplyFile, ReplyProgress, ReplySink, Source, UploadProgress,
@@ -167,6 +168,7 @@ struct Running {
 struct Inner {
     config: EngineConfig,
     store: Box<dyn JobStore>,
+    metrics: Arc<Metrics>,
     runtime: Arc<PluginRuntime>,
     clock: Arc<dyn Clock>,
     events: EventBus,
@@ -237,11 +239,17 @@ impl Engine {
                 },
             );
         }
+        let metrics = Arc::new(Metrics::default());
+        let store = Box::new(MeasuredStore {
+            inner: store,
+            metrics: metrics.clone(),
+        });
         let engine = Engine {
             inner: Arc::new(Inner {
                 last_tick: Mutex::new(clock.monotonic()),
                 config,
                 store,
+                metrics,
                 runtime,
                 clock,
                 events: EventBus::new(),
@@ -254,6 +262,17 @@ impl Engine {
             engine.cancel_upload_in_background(&job, remaining);
         }
         Ok(engine)
+    }
+
+    /// The engine's metrics as Prometheus text (`GET /v1/metrics`).
+    pub fn metrics_text(&self) -> String {
+        let jobs: Vec<(JobState, JobType)> = self
+            .inner
+            .lock()
+            .values()
+            .map(|slot| (slot.job.state, slot.job.job_type))
+            .collect();
+        self.inner.metrics.render(&jobs)
     }
 
     /// Runs the timers and the scheduler every `period` until `shutdown`.
@@ -403,7 +422,8 @@ impl Engine {
                         file.local.display()
                     )));
                 }
-                job.files.push(new_job_file(job.job_type, remote, file, config)?);
+                job.files
+                    .push(new_job_file(job.job_type, remote, file, config)?);
             }
             Ok(())
         })
@@ -896,11 +916,30 @@ impl Engine {
                 )));
             }
             if let Some(updated) = updated {
+                self.inner.metrics.add_file(JobType::Download);
                 self.inner
                     .publish(&updated, EventKind::FileTransferred { file: index });
             }
         }
         Ok(())
+    }
+
+    /// Runs a plugin call for `url`, counting it and its duration by plugin.
+    async fn timed<R>(
+        &self,
+        url: &str,
+        call: impl Future<Output = Result<R, TransferError>>,
+    ) -> Result<R, TransferError> {
+        let start = std::time::Instant::now();
+        let result = call.await;
+        if let Ok(plugin) = self.inner.runtime.transport_for(url) {
+            self.inner.metrics.add_plugin_call(
+                &plugin.manifest.name,
+                result.is_ok(),
+                start.elapsed(),
+            );
+        }
+        result
     }
 
     /// Starts file `index` over: its recorded progress and validator are
@@ -966,7 +1005,10 @@ impl Engine {
                 engine.record_restart(&id, generation, index)
             }));
             let progress = destination.progress();
-            let call = self.inner.runtime.download(request, context, destination);
+            let call = self.timed(
+                &file.remote,
+                self.inner.runtime.download(request, context, destination),
+            );
             self.with_checkpoints(job, index, temp, &progress, generation, call)
                 .await?;
             self.check_length(job, index, temp, &segment, &progress, generation)?;
@@ -1010,7 +1052,9 @@ impl Engine {
             return Err(TransferError::transient(
                 ErrorContext::Transport,
                 code::LENGTH_MISMATCH,
-                format!("the body of {url} ended after byte {written}; the server declared {expected}"),
+                format!(
+                    "the body of {url} ended after byte {written}; the server declared {expected}"
+                ),
             ));
         }
         if written > expected {
@@ -1078,11 +1122,16 @@ impl Engine {
             .clone();
         temp.sync()?;
         let now = self.inner.clock.monotonic();
+        let metrics = &self.inner.metrics;
         let mut notify = false;
         let updated = self.save_if_running(id, generation, |slot| {
             let job = &mut slot.job;
             let file = &mut job.files[index];
             let moved = written != file.bytes_transferred || restarted;
+            metrics.add_bytes(
+                JobType::Download,
+                written.saturating_sub(file.bytes_transferred),
+            );
             file.bytes_transferred = written;
             if let Some(remote) = &remote {
                 if file.validator.is_none() || restarted {
@@ -1127,12 +1176,17 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let now = self.inner.clock.monotonic();
+        let metrics = &self.inner.metrics;
         let mut notify = false;
         let mut running = false;
         let updated = self.save_if_running(id, generation, |slot| {
             running = true;
             let job = &mut slot.job;
             let moved = job.files[0].bytes_transferred != acknowledged;
+            metrics.add_bytes(
+                job.job_type,
+                acknowledged.saturating_sub(job.files[0].bytes_transferred),
+            );
             let changed = moved || (session.is_some() && job.upload_session != session);
             job.files[0].bytes_transferred = acknowledged;
             if session.is_some() {
@@ -1211,7 +1265,10 @@ impl Engine {
                 session: session.clone(),
                 protocol: job.settings.protocol.clone(),
             };
-            let call = self.inner.runtime.upload(request, context, source, sink);
+            let call = self.timed(
+                &file.remote,
+                self.inner.runtime.upload(request, context, source, sink),
+            );
             match self
                 .with_upload_checkpoints(job, generation, &progress, session, call)
                 .await
@@ -1241,14 +1298,18 @@ impl Engine {
             ),
             None => None,
         };
-        self.save_if_running(&job.id, generation, |slot| {
-            let job = &mut slot.job;
-            job.reply = reply;
-            job.files[0].bytes_transferred = job.files[0].bytes_total.unwrap_or(0);
-            job.files[0].complete = true;
-            true
-        })
-        .map_err(|e| attach(store_error(&e)))?;
+        let saved = self
+            .save_if_running(&job.id, generation, |slot| {
+                let job = &mut slot.job;
+                job.reply = reply;
+                job.files[0].bytes_transferred = job.files[0].bytes_total.unwrap_or(0);
+                job.files[0].complete = true;
+                true
+            })
+            .map_err(|e| attach(store_error(&e)))?;
+        if saved.is_some() {
+            self.inner.metrics.add_file(job.job_type);
+        }
         Ok(())
     }
 
@@ -1394,6 +1455,7 @@ impl Engine {
                     }
                 }
                 Err(error) => {
+                    self.inner.metrics.add_error(&error.error.code);
                     let fatal = error.error.class == ErrorClass::Fatal
                         || job.settings.no_progress_timeout.is_zero();
                     let step = if fatal {
@@ -1746,7 +1808,9 @@ fn open_temp(file: &JobFile, tag: &str, owner: u32) -> Result<(TempFile, bool), 
     let held = temp
         .file()
         .metadata()
-        .map_err(|e| TransferError::local_file("read-failed", &e, &temp.path().display().to_string()))?
+        .map_err(|e| {
+            TransferError::local_file("read-failed", &e, &temp.path().display().to_string())
+        })?
         .len();
     if held < file.bytes_transferred {
         return Ok((temp, true));

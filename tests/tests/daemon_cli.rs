@@ -464,3 +464,145 @@ fn ctrl_c_leaves_a_get_running_in_the_daemon_and_says_how_to_follow_it() {
     daemon.run(ferry(), &["complete", &id]).ok();
     assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..size));
 }
+
+#[test]
+fn a_set_of_files_is_added_in_one_command_or_from_a_list_file() {
+    let (_rt, server) = server();
+    for n in 0..6 {
+        server.put(&format!("/{n}.bin"), Resource::pattern(50_000 + n));
+    }
+    let mut daemon = Daemon::new("");
+    daemon.start(ferry());
+    let downloads = tempfile::tempdir().unwrap();
+    let dest = |n: u64| downloads.path().join(format!("{n}.bin"));
+    let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Pairs on the command line.
+    let (u0, u1) = (server.url("/0.bin"), server.url("/1.bin"));
+    let (d0, d1) = (dest(0), dest(1));
+    let added = daemon
+        .run(
+            ferry(),
+            &[
+                "add",
+                &id,
+                &u0,
+                d0.to_str().unwrap(),
+                &u1,
+                d1.to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .ok()
+        .json();
+    assert_eq!(added["files"].as_array().unwrap().len(), 2);
+
+    // A list file in which one line is bad adds nothing.
+    let list = downloads.path().join("list.txt");
+    let mut lines = String::from("# remote local\n\n");
+    for n in 2..6 {
+        lines.push_str(&format!(
+            "{} {}\n",
+            server.url(&format!("/{n}.bin")),
+            dest(n).display()
+        ));
+    }
+    std::fs::write(
+        &list,
+        format!("{lines}gopher://nowhere/x {}\n", dest(9).display()),
+    )
+    .unwrap();
+    let refused = daemon.run(
+        ferry(),
+        &["add", &id, "--list", list.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(refused.status, 1, "{}", refused.stderr);
+    assert_eq!(error_code(&refused), "unsupported-scheme");
+    let info = daemon.run(ferry(), &["info", &id, "--json"]).ok().json();
+    assert_eq!(
+        info["files"].as_array().unwrap().len(),
+        2,
+        "nothing of the set was added"
+    );
+
+    std::fs::write(&list, lines).unwrap();
+    daemon
+        .run(ferry(), &["add", &id, "--list", list.to_str().unwrap()])
+        .ok();
+    let usage = daemon.run(ferry(), &["add", &id, &u0]);
+    assert_eq!(usage.status, 2, "an odd number of words is a usage error");
+
+    daemon.run(ferry(), &["resume", &id]).ok();
+    wait_for_job(&daemon, ferry(), &id, |v| v["state"] == "transferred");
+    daemon.run(ferry(), &["complete", &id]).ok();
+    for n in 0..6 {
+        assert_eq!(
+            std::fs::read(dest(n)).unwrap(),
+            pattern_bytes(0..50_000 + n)
+        );
+    }
+    assert_eq!(daemon.terminate(), Some(0), "log: {}", daemon.log());
+}
+
+#[test]
+fn metrics_count_what_was_transferred() {
+    let (rt, server) = server();
+    server.put("/m.bin", Resource::pattern(123_456));
+    server.put("/missing", Resource::status(404));
+    let mut daemon = Daemon::new("");
+    daemon.start(ferry());
+    let downloads = tempfile::tempdir().unwrap();
+    let ok = daemon.create_download(
+        ferry(),
+        &[(&server.url("/m.bin"), &downloads.path().join("m"))],
+    );
+    let bad = daemon.create_download(
+        ferry(),
+        &[(&server.url("/missing"), &downloads.path().join("x"))],
+    );
+    daemon.run(ferry(), &["resume", &ok]).ok();
+    daemon.run(ferry(), &["resume", &bad]).ok();
+    wait_for_job(&daemon, ferry(), &ok, |v| v["state"] == "transferred");
+    wait_for_job(&daemon, ferry(), &bad, |v| v["state"] == "error");
+    let (status, text) = rt.block_on(async {
+        let mut client = ferry::cli::client::Client::connect(&daemon.socket)
+            .await
+            .unwrap();
+        client
+            .raw(http::Method::GET, "/v1/metrics", bytes::Bytes::new())
+            .await
+            .unwrap()
+    });
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    if nix::unistd::Uid::effective().is_root() {
+        assert_eq!(status, 200, "{text}");
+        for line in [
+            "ferry_jobs{state=\"transferred\",type=\"download\"} 1",
+            "ferry_jobs{state=\"error\",type=\"download\"} 1",
+            "ferry_transferred_bytes_total{type=\"download\"} 123456",
+            "ferry_transferred_files_total{type=\"download\"} 1",
+            "ferry_transfer_errors_total{code=\"http-status\"} 1",
+            "ferry_plugin_calls_total{plugin=\"http\",outcome=\"ok\"} 1",
+            "ferry_plugin_calls_total{plugin=\"http\",outcome=\"error\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let writes: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ferry_store_writes_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(writes > 0);
+    } else {
+        eprintln!("metrics: not root, so only the refusal is checked");
+        assert_eq!(status, 403, "{text}");
+    }
+    assert_eq!(daemon.terminate(), Some(0), "log: {}", daemon.log());
+}
