@@ -7,7 +7,11 @@ mod build_plugins;
 use std::path::Path;
 
 /// The built-in plugins: (crate, directory under `plugins/`).
-const BUILTINS: &[(&str, &str)] = &[("ferry-plugin-http", "http")];
+const BUILTINS: &[(&str, &str)] = &[
+    ("ferry-plugin-http", "http"),
+    ("ferry-plugin-json-value", "json-value"),
+    ("ferry-plugin-digest-verify", "digest-verify"),
+];
 
 fn main() {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");

@@ -6,6 +6,9 @@
 //! and [`daemon`]: a real `ferry daemon` in a temporary directory, driven through
 //! the real CLI.
 
+pub mod bits_server;
 pub mod daemon;
 pub mod fixtures;
+pub mod proxy;
 pub mod server;
+pub mod tus;

@@ -7,7 +7,7 @@
 use super::error::{ApiError, ErrorBody};
 use super::views::{
     AddFileRequest, CompletedReply, CompletionView, CreateRequest, CreatedView, CredentialsRequest,
-    HealthView, JobView, PluginView, SetRequest, StateView,
+    HealthView, JobView, PluginView, ReplyDataView, SetRequest, StateView,
 };
 use super::{ApiState, OPENAPI, Peer, sse};
 use crate::engine::Setting;
@@ -45,6 +45,7 @@ pub enum Route {
     TakeOwnership,
     JobEvents,
     Events,
+    Reply,
 }
 
 /// Every route: method, path pattern (`{id}` is a job id), what it does.
@@ -63,6 +64,7 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("POST", "/v1/jobs/{id}/cancel", Route::Cancel),
     ("POST", "/v1/jobs/{id}/take-ownership", Route::TakeOwnership),
     ("GET", "/v1/jobs/{id}/events", Route::JobEvents),
+    ("GET", "/v1/jobs/{id}/reply", Route::Reply),
     ("GET", "/v1/events", Route::Events),
 ];
 
@@ -279,6 +281,18 @@ async fn dispatch(
                 StatusCode::OK,
                 &JobView::of(&engine.get(caller, &id)?),
             ))
+        }
+        Route::Reply => {
+            let job = engine.get(caller, &id)?;
+            let view = ReplyDataView::of(&job).ok_or_else(|| {
+                ApiError::new(
+                    "invalid-state",
+                    format!(
+                        "job {id} has no reply: only an upload-reply job in transferred has one"
+                    ),
+                )
+            })?;
+            Ok(json(StatusCode::OK, &view))
         }
         Route::JobEvents => sse::job_stream(state, caller, &id),
         Route::Events => sse::all_stream(state, caller, all_users),

@@ -328,6 +328,49 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// `GET /v1/jobs/{id}/reply`: the reply of a transferred upload-reply job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyDataView {
+    pub id: String,
+    /// The HTTP status of the server's final answer.
+    pub status: u16,
+    /// The answer's headers, as `[name, value]` pairs.
+    pub headers: Vec<(String, String)>,
+    /// The size of the whole reply body.
+    pub bytes: u64,
+    /// Whether the reply waits for `complete` to move it to the reply file.
+    pub in_file: bool,
+    /// The reply processor that made the data, if one ran.
+    pub processor: Option<String>,
+    /// The reply data (the processor's output, else the body when it is at
+    /// most 1 MiB) as UTF-8 text; null when it is not text.
+    pub data: Option<String>,
+    /// The reply data, base64.
+    pub data_base64: String,
+}
+
+impl ReplyDataView {
+    /// The reply of `job`, if it has one.
+    pub fn of(job: &Job) -> Option<ReplyDataView> {
+        use base64::Engine as _;
+        let record = job.reply.as_ref()?;
+        let data = record.data.as_ref().unwrap_or(&record.reply.body);
+        Some(ReplyDataView {
+            id: job.id.clone(),
+            status: record.reply.status,
+            headers: record.reply.headers.clone(),
+            bytes: record.reply.size.max(record.reply.body.len() as u64),
+            in_file: record.in_file,
+            processor: record
+                .data
+                .as_ref()
+                .and(job.settings.reply_processor.clone()),
+            data: String::from_utf8(data.clone()).ok(),
+            data_base64: base64::engine::general_purpose::STANDARD.encode(data),
+        })
+    }
+}
+
 /// What resume, suspend and cancel answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateView {

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod output;
 pub mod plugin_cmd;
+mod upload;
 
 use crate::api::views::{
     CompletionView, CreateRequest, CreatedView, CredentialsRequest, HeaderRequest, JobView,
@@ -193,6 +194,44 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         retry_delay: Option<u64>,
     },
+    /// Upload SRC to URL through the daemon: create, add, resume, follow, complete.
+    /// With a reply (--reply, --reply-file, --reply-processor) it is an upload-reply job
+    /// and prints the reply.
+    Upload {
+        source: PathBuf,
+        url: String,
+        /// The upload protocol of http(s) URLs: tus, bits, put or post (default: detected).
+        #[arg(long, value_name = "NAME")]
+        protocol: Option<String>,
+        /// Make it an upload-reply job and print the server's reply.
+        #[arg(long)]
+        reply: bool,
+        /// Where the reply goes (any size); implies --reply.
+        #[arg(long, value_name = "PATH")]
+        reply_file: Option<PathBuf>,
+        /// The reply processor plugin (json-value, digest-verify, ...); implies --reply.
+        #[arg(long, value_name = "PLUGIN")]
+        reply_processor: Option<String>,
+        /// An option for the reply processor, `KEY=VALUE` (repeatable).
+        #[arg(long = "reply-option", value_name = "KEY=VALUE")]
+        reply_options: Vec<String>,
+        /// An extra request header, `Name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// Basic credentials, `user:password`.
+        #[arg(long, conflicts_with = "bearer")]
+        user: Option<String>,
+        /// A bearer token.
+        #[arg(long)]
+        bearer: Option<String>,
+        #[arg(long, value_parser = parse_priority, default_value = "foreground")]
+        priority: Priority,
+        /// Seconds between retries of transient failures.
+        #[arg(long, value_name = "SECS")]
+        retry_delay: Option<u64>,
+    },
+    /// The reply data of a transferred upload-reply job (the whole reply with --json).
+    Reply { job: String },
     /// Follow a job's events (or all your jobs' without JOB) until it leaves the queue.
     Watch {
         job: Option<String>,
@@ -393,6 +432,17 @@ fn parse_credentials(
     })
 }
 
+fn parse_reply_options(options: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    options
+        .iter()
+        .map(|o| {
+            o.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| Failure::usage(format!("--reply-option {o:?} is not KEY=VALUE")))
+        })
+        .collect()
+}
+
 fn parse_range(s: &str) -> Result<RangeRequest, Failure> {
     let bad = || Failure::usage(format!("range {s:?} is not OFFSET:LENGTH"));
     let (o, l) = s.split_once(':').ok_or_else(bad)?;
@@ -523,20 +573,7 @@ async fn client_command(client: &mut Client, command: Command, json: bool) -> Ou
                 reply_options: if reply_options.is_empty() {
                     None
                 } else {
-                    Some(
-                        reply_options
-                            .iter()
-                            .map(|o| {
-                                o.split_once('=')
-                                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                                    .ok_or_else(|| {
-                                        Failure::usage(format!(
-                                            "--reply-option {o:?} is not KEY=VALUE"
-                                        ))
-                                    })
-                            })
-                            .collect::<Result<_, _>>()?,
-                    )
+                    Some(parse_reply_options(&reply_options)?)
                 },
                 protocol: if clear_protocol {
                     Some(None)
@@ -598,6 +635,49 @@ async fn client_command(client: &mut Client, command: Command, json: bool) -> Ou
             };
             get(client, url, absolute(&dest)?, priority, settings, json).await
         }
+        Command::Upload {
+            source,
+            url,
+            protocol,
+            reply,
+            reply_file,
+            reply_processor,
+            reply_options,
+            headers,
+            user,
+            bearer,
+            priority,
+            retry_delay,
+        } => {
+            let want_reply = reply || reply_file.is_some() || reply_processor.is_some();
+            let settings = SetRequest {
+                headers: if headers.is_empty() {
+                    None
+                } else {
+                    Some(parse_headers(&headers)?)
+                },
+                credentials: parse_credentials(user, bearer)?.map(Some),
+                retry_delay_secs: retry_delay,
+                protocol: protocol.map(Some),
+                reply_processor: reply_processor.map(Some),
+                reply_file: reply_file.as_deref().map(absolute).transpose()?.map(Some),
+                reply_options: if reply_options.is_empty() {
+                    None
+                } else {
+                    Some(parse_reply_options(&reply_options)?)
+                },
+                ..SetRequest::default()
+            };
+            let args = upload::UploadArgs {
+                source,
+                url,
+                priority,
+                want_reply,
+                settings,
+            };
+            upload::upload(client, args, json).await
+        }
+        Command::Reply { job } => upload::reply(client, &job, json).await,
         Command::Daemon | Command::Completions { .. } | Command::Plugin { .. } => {
             unreachable!("handled before")
         }
