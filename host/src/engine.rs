@@ -8,6 +8,7 @@
 //! before the operation returns.
 
 use crate::clock::Clock;
+use crate::commit::{Committer, Ticket};
 use crate::error::{ErrorClass, ErrorContext, TransferError, code};
 use crate::events::{Event, EventBus, EventKind};
 use crate::files::{ReplySpool, TempFile};
@@ -167,7 +168,9 @@ struct Running {
 
 struct Inner {
     config: EngineConfig,
-    store: Box<dyn JobStore>,
+    /// Every write goes through it: staged under the job table, waited
+    /// for after the table is released.
+    store: Committer,
     metrics: Arc<Metrics>,
     runtime: Arc<PluginRuntime>,
     clock: Arc<dyn Clock>,
@@ -240,10 +243,10 @@ impl Engine {
             );
         }
         let metrics = Arc::new(Metrics::default());
-        let store = Box::new(MeasuredStore {
+        let store = Committer::start(Box::new(MeasuredStore {
             inner: store,
             metrics: metrics.clone(),
-        });
+        }));
         let engine = Engine {
             inner: Arc::new(Inner {
                 last_tick: Mutex::new(clock.monotonic()),
@@ -309,10 +312,15 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.tick_timers();
-        let jobs = self.inner.lock();
-        for slot in jobs.values() {
-            if let Err(e) = self.inner.store.save(&slot.job) {
-                tracing::error!(job = %slot.job.id, "saving at shutdown failed: {e}");
+        let saved: Vec<(String, Ticket)> = self
+            .inner
+            .lock()
+            .values()
+            .map(|slot| (slot.job.id.clone(), self.inner.store.stage_save(&slot.job)))
+            .collect();
+        for (id, ticket) in saved {
+            if let Err(e) = ticket.wait() {
+                tracing::error!(job = %id, "saving at shutdown failed: {e}");
             }
         }
     }
@@ -353,7 +361,7 @@ impl Engine {
             inner.clock.wall(),
         );
         job.settings = inner.config.job_defaults.clone();
-        inner.save(&job)?;
+        let saved = inner.store.stage_save(&job);
         jobs.insert(
             id.clone(),
             Slot {
@@ -363,6 +371,8 @@ impl Engine {
                 last_progress_event: None,
             },
         );
+        drop(jobs);
+        durable(saved)?;
         Ok(id)
     }
 
@@ -671,6 +681,7 @@ impl Engine {
         };
         let wall = inner.clock.wall();
         let mut changed = Vec::new();
+        let mut saved = Vec::new();
         {
             let mut jobs = inner.lock();
             for slot in jobs.values_mut() {
@@ -732,14 +743,17 @@ impl Engine {
                     changed.push((job.clone(), EventKind::Error));
                 }
             }
-            // Saved under the lock, like every write: no stale copy can land
-            // after an owner's operation.
+            // Staged under the lock, like every write: no stale copy can
+            // land after an owner's operation.
             for (job, _) in &changed {
-                if job.state != JobState::Cancelled
-                    && let Err(e) = inner.save(job)
-                {
-                    tracing::error!(job = %job.id, "saving failed: {e}");
+                if job.state != JobState::Cancelled {
+                    saved.push((job.id.clone(), inner.store.stage_save(job)));
                 }
+            }
+        }
+        for (id, ticket) in saved {
+            if let Err(e) = ticket.wait() {
+                tracing::error!(job = %id, "saving failed: {e}");
             }
         }
         for (job, kind) in changed {
@@ -1584,11 +1598,12 @@ impl Engine {
         if next == JobState::Queued && before.state != JobState::Queued {
             job.error = None;
         }
-        if !next.is_final() {
-            inner.save(&job)?;
-        }
+        let saved = (!next.is_final()).then(|| inner.store.stage_save(&job));
         slot.job = job.clone();
         drop(jobs);
+        if let Some(saved) = saved {
+            durable(saved)?;
+        }
         let kind = if next != before.state {
             EventKind::State
         } else {
@@ -1646,10 +1661,13 @@ impl Engine {
         {
             return Ok(None);
         }
-        if change(slot) {
-            self.inner.store.save(&slot.job)?;
+        let saved = change(slot).then(|| self.inner.store.stage_save(&slot.job));
+        let job = slot.job.clone();
+        drop(jobs);
+        if let Some(saved) = saved {
+            saved.wait()?;
         }
-        Ok(Some(slot.job.clone()))
+        Ok(Some(job))
     }
 
     /// The same for job `id` whatever runs it (or nothing does).
@@ -1659,12 +1677,17 @@ impl Engine {
         change: impl FnOnce(&mut Job) -> bool,
     ) -> Result<(), StoreError> {
         let mut jobs = self.inner.lock();
+        let mut saved = None;
         if let Some(slot) = jobs.get_mut(id)
             && change(&mut slot.job)
         {
-            self.inner.store.save(&slot.job)?;
+            saved = Some(self.inner.store.stage_save(&slot.job));
         }
-        Ok(())
+        drop(jobs);
+        match saved {
+            Some(saved) => saved.wait(),
+            None => Ok(()),
+        }
     }
 
     fn current_file(&self, id: &str, index: usize) -> Option<JobFile> {
@@ -1929,6 +1952,11 @@ fn new_job_file(
         source_modified,
         sha256,
     })
+}
+
+/// Waits for a staged change, as an operation's refusal when it failed.
+fn durable(ticket: Ticket) -> Refusal<()> {
+    ticket.wait().map_err(|e| JobRefusal::Store(e.to_string()))
 }
 
 /// A SHA-256 given as 64 hex digits, in lower case.

@@ -1,10 +1,12 @@
 //! The job store: where jobs live across restarts, behind a narrow interface.
 //!
-//! The engine needs four things of a store: save a job durably, forget a
-//! job, list every job at start, and nothing else. The embedded default is
-//! sled; a PostgreSQL store for fleets sharing one queue would implement the
-//! same trait. `save` returns only once the job is on disk: a state change is
-//! never acknowledged before it is durable.
+//! The engine needs few things of a store: write a job, forget a job, make
+//! what was written durable, and list every job at start. Writes and the
+//! flush are apart so that the engine's group commit (`commit`) can write
+//! many changes and flush once; a change is never acknowledged before a
+//! flush covers it. The embedded default is sled; a PostgreSQL store for
+//! fleets sharing one queue would implement the same trait (a write an
+//! upsert of the job's row in an open transaction, a flush its commit).
 
 use crate::job::Job;
 use std::path::Path;
@@ -21,16 +23,33 @@ pub enum StoreError {
         id: String,
         source: serde_json::Error,
     },
+    /// A group of changes could not be made durable.
+    #[error("the job store could not write: {0}")]
+    Commit(String),
 }
 
 /// What the engine needs of a store.
 pub trait JobStore: Send + Sync {
-    /// Writes `job` and makes it durable before returning.
-    fn save(&self, job: &Job) -> Result<(), StoreError>;
-    /// Forgets job `id` durably.
-    fn remove(&self, id: &str) -> Result<(), StoreError>;
+    /// Writes `job`, whole and atomically; durable after the next `flush`.
+    fn write(&self, job: &Job) -> Result<(), StoreError>;
+    /// Forgets job `id`; durable after the next `flush`.
+    fn erase(&self, id: &str) -> Result<(), StoreError>;
+    /// Makes every write and erase before it durable.
+    fn flush(&self) -> Result<(), StoreError>;
     /// Every stored job, with the ids of records that could not be read.
     fn load_all(&self) -> Result<(Vec<Job>, Vec<StoreError>), StoreError>;
+
+    /// Writes `job` and makes it durable before returning.
+    fn save(&self, job: &Job) -> Result<(), StoreError> {
+        self.write(job)?;
+        self.flush()
+    }
+
+    /// Forgets job `id` durably.
+    fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.erase(id)?;
+        self.flush()
+    }
 }
 
 /// The embedded default store.
@@ -65,11 +84,6 @@ impl SledStore {
 
     fn jobs(&self) -> &sled::Tree {
         &self.open.as_ref().expect("open until dropped").jobs
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.open.as_ref().expect("open until dropped").db.flush()?;
-        Ok(())
     }
 }
 
@@ -148,7 +162,7 @@ impl SledStore {
 }
 
 impl JobStore for SledStore {
-    fn save(&self, job: &Job) -> Result<(), StoreError> {
+    fn write(&self, job: &Job) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(job).expect("a job always serialises");
         let mut batch = sled::Batch::default();
         let mut count = 0;
@@ -158,14 +172,19 @@ impl JobStore for SledStore {
         }
         self.remove_chunks_from(&mut batch, &job.id, count)?;
         self.jobs().apply_batch(batch)?;
-        self.flush()
+        Ok(())
     }
 
-    fn remove(&self, id: &str) -> Result<(), StoreError> {
+    fn erase(&self, id: &str) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         self.remove_chunks_from(&mut batch, id, 0)?;
         self.jobs().apply_batch(batch)?;
-        self.flush()
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.open.as_ref().expect("open until dropped").db.flush()?;
+        Ok(())
     }
 
     fn load_all(&self) -> Result<(Vec<Job>, Vec<StoreError>), StoreError> {

@@ -31,13 +31,17 @@ struct CountingStore {
 }
 
 impl JobStore for CountingStore {
-    fn save(&self, job: &Job) -> Result<(), StoreError> {
+    fn write(&self, job: &Job) -> Result<(), StoreError> {
         self.saves.fetch_add(1, Ordering::Relaxed);
-        self.store.save(job)
+        self.store.write(job)
     }
 
-    fn remove(&self, id: &str) -> Result<(), StoreError> {
-        self.store.remove(id)
+    fn erase(&self, id: &str) -> Result<(), StoreError> {
+        self.store.erase(id)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
     }
 
     fn load_all(&self) -> Result<(Vec<Job>, Vec<StoreError>), StoreError> {
@@ -67,7 +71,7 @@ impl Harness {
         let mut runtime = PluginRuntime::with_builtins(RuntimeConfig {
             grants,
             cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")),
-            ..RuntimeConfig::default()
+            ..ferry_tests::fixtures::loopback_config()
         })
         .unwrap();
         for (manifest, wasm) in [upload_plugin(), reply_upper_plugin()] {

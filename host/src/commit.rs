@@ -1,0 +1,299 @@
+//! Group commit: the engine's durable writes, shared by concurrent callers.
+//!
+//! Every change the engine makes is *staged* while it holds its job table
+//! (so changes reach the store in the order they were made, and no stale
+//! copy can overtake a newer one), and *waited for* after it let go of the
+//! table. One writer thread takes every change staged so far, writes them,
+//! and flushes once: callers that staged while a flush was running share the
+//! next one. A caller is answered only after a flush that covers its change,
+//! so nothing is acknowledged before it is durable.
+
+use crate::job::Job;
+use crate::store::{JobStore, StoreError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// A change to the store.
+enum Change {
+    Write(Box<Job>),
+    Erase(String),
+}
+
+/// What the callers and the writer share.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer (changes staged, or closing) and the waiters (a
+    /// flush finished).
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<(u64, Change)>,
+    /// The sequence number of the last change staged.
+    staged: u64,
+    /// Every change up to this one is durable.
+    durable: u64,
+    /// Changes in `(after, up_to]` failed with this error.
+    failed: Vec<(u64, u64, String)>,
+    closing: bool,
+}
+
+/// A staged change, to wait for once the job table is released.
+#[must_use = "a staged change is durable only once its ticket was waited for"]
+pub struct Ticket {
+    sequence: u64,
+    shared: Arc<Shared>,
+}
+
+impl Ticket {
+    /// Blocks until the change is durable, or fails with the store's error.
+    pub fn wait(self) -> Result<(), StoreError> {
+        let mut queue = lock(&self.shared.queue);
+        while queue.durable < self.sequence {
+            queue = self
+                .shared
+                .changed
+                .wait(queue)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        match queue
+            .failed
+            .iter()
+            .find(|(after, up_to, _)| *after < self.sequence && self.sequence <= *up_to)
+        {
+            Some((_, _, message)) => Err(StoreError::Commit(message.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The engine's store, written by one thread in groups.
+pub struct Committer {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// How many failed groups are remembered for waiters that have not looked
+/// yet; older ones are long answered.
+const FAILURES_KEPT: usize = 64;
+
+impl Committer {
+    /// Starts the writer thread over `store`.
+    pub fn start(store: Box<dyn JobStore>) -> Committer {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("ferry-commit".into())
+                .spawn(move || write_groups(&shared, store))
+                .expect("the commit thread starts")
+        };
+        Committer {
+            shared,
+            writer: Some(writer),
+        }
+    }
+
+    fn stage(&self, change: Change) -> Ticket {
+        let mut queue = lock(&self.shared.queue);
+        queue.staged += 1;
+        let sequence = queue.staged;
+        queue.pending.push((sequence, change));
+        drop(queue);
+        self.shared.changed.notify_all();
+        Ticket {
+            sequence,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Stages `job` as it is now (call it while the job table is held).
+    pub fn stage_save(&self, job: &Job) -> Ticket {
+        self.stage(Change::Write(Box::new(job.clone())))
+    }
+
+    /// Stages forgetting job `id`.
+    pub fn stage_remove(&self, id: &str) -> Ticket {
+        self.stage(Change::Erase(id.to_string()))
+    }
+
+    /// Saves `job` and waits until it is durable.
+    pub fn save(&self, job: &Job) -> Result<(), StoreError> {
+        self.stage_save(job).wait()
+    }
+
+    /// Forgets job `id` and waits until that is durable.
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.stage_remove(id).wait()
+    }
+}
+
+impl Drop for Committer {
+    /// Writes what is staged, then closes the store.
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closing = true;
+        self.shared.changed.notify_all();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer: every change staged so far, written in order, then one flush.
+fn write_groups(shared: &Shared, store: Box<dyn JobStore>) {
+    loop {
+        let group = {
+            let mut queue = lock(&shared.queue);
+            while queue.pending.is_empty() && !queue.closing {
+                queue = shared
+                    .changed
+                    .wait(queue)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            if queue.pending.is_empty() {
+                return;
+            }
+            std::mem::take(&mut queue.pending)
+        };
+        let up_to = group.last().map_or(0, |(sequence, _)| *sequence);
+        let written = group.into_iter().try_for_each(|(_, change)| match change {
+            Change::Write(job) => store.write(&job),
+            Change::Erase(id) => store.erase(&id),
+        });
+        let result = written.and_then(|()| store.flush());
+        let mut queue = lock(&shared.queue);
+        if let Err(e) = result {
+            tracing::error!(
+                "the job store failed to write {} change(s): {e}",
+                up_to - queue.durable
+            );
+            let after = queue.durable;
+            queue.failed.push((after, up_to, e.to_string()));
+            if queue.failed.len() > FAILURES_KEPT {
+                queue.failed.remove(0);
+            }
+        }
+        queue.durable = up_to;
+        drop(queue);
+        shared.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobType, Priority};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    /// A store that records what it was asked, flushing slowly.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Mutex<Vec<String>>,
+        flushes: AtomicUsize,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    struct Recording(Arc<Recorder>);
+
+    impl JobStore for Recording {
+        fn write(&self, job: &Job) -> Result<(), StoreError> {
+            self.0.writes.lock().unwrap().push(job.name.clone());
+            Ok(())
+        }
+        fn erase(&self, id: &str) -> Result<(), StoreError> {
+            self.0.writes.lock().unwrap().push(format!("-{id}"));
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            std::thread::sleep(Duration::from_millis(20));
+            self.0.flushes.fetch_add(1, Ordering::SeqCst);
+            if self.0.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Commit("the disk is gone".into()));
+            }
+            Ok(())
+        }
+        fn load_all(&self) -> Result<(Vec<Job>, Vec<StoreError>), StoreError> {
+            Ok((Vec::new(), Vec::new()))
+        }
+    }
+
+    fn job(name: &str) -> Job {
+        Job::new(
+            name.into(),
+            JobType::Download,
+            1,
+            name.into(),
+            Priority::Normal,
+            SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn concurrent_callers_share_flushes_and_keep_their_order() {
+        let recorder = Arc::new(Recorder::default());
+        let committer = Arc::new(Committer::start(Box::new(Recording(recorder.clone()))));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let committer = committer.clone();
+                std::thread::spawn(move || {
+                    for n in 0..10 {
+                        committer.save(&job(&format!("{t}-{n}"))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let writes = recorder.writes.lock().unwrap().clone();
+        assert_eq!(writes.len(), 80);
+        for t in 0..8 {
+            let mine: Vec<_> = writes
+                .iter()
+                .filter(|w| w.starts_with(&format!("{t}-")))
+                .cloned()
+                .collect();
+            let expected: Vec<_> = (0..10).map(|n| format!("{t}-{n}")).collect();
+            assert_eq!(mine, expected, "one caller's changes stay in order");
+        }
+        let flushes = recorder.flushes.load(Ordering::SeqCst);
+        assert!(flushes < 80, "{flushes} flushes for 80 writes: none shared");
+    }
+
+    #[test]
+    fn a_failed_flush_fails_the_callers_it_covered_and_only_those() {
+        let recorder = Arc::new(Recorder::default());
+        let committer = Committer::start(Box::new(Recording(recorder.clone())));
+        committer.save(&job("before")).unwrap();
+        recorder.fail.store(true, Ordering::SeqCst);
+        let error = committer.remove("x").unwrap_err();
+        assert!(error.to_string().contains("the disk is gone"), "{error}");
+        recorder.fail.store(false, Ordering::SeqCst);
+        committer.save(&job("after")).unwrap();
+        drop(committer);
+        assert_eq!(*recorder.writes.lock().unwrap(), ["before", "-x", "after"]);
+    }
+
+    #[test]
+    fn what_is_staged_is_written_before_the_store_closes() {
+        let recorder = Arc::new(Recorder::default());
+        let committer = Committer::start(Box::new(Recording(recorder.clone())));
+        let tickets: Vec<_> = (0..5)
+            .map(|n| committer.stage_save(&job(&n.to_string())))
+            .collect();
+        drop(committer);
+        assert_eq!(recorder.writes.lock().unwrap().len(), 5);
+        for ticket in tickets {
+            ticket.wait().unwrap();
+        }
+    }
+}
