@@ -1,9 +1,9 @@
 // A real tus 1.0 server for Ferry's end-to-end tests: @tus/server with
 // @tus/file-store, pinned in package.json and package-lock.json.
 //
-//   TUS_DIR=DIR node server.mjs
+//   TUS_DIR=DIR [TUS_PORT=N] node server.mjs
 //
-// Listens on 127.0.0.1 on a free port and prints one JSON line per event on
+// Listens on 127.0.0.1 on port TUS_PORT (default: a free one) and prints one JSON line per event on
 // stdout: first {"event":"listening","port":N}, then one {"event":"request"}
 // per answered request (method, url, the request's Upload-Offset and
 // Content-Length, the status and the answer's Upload-Offset), and
@@ -100,7 +100,7 @@ const server = http.createServer((req, res) => {
   );
   tus.handle(req, res);
 });
-server.listen(0, '127.0.0.1', () => log({ event: 'listening', port: server.address().port }));
+server.listen(Number(process.env.TUS_PORT || 0), '127.0.0.1', () => log({ event: 'listening', port: server.address().port }));
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => server.close(() => process.exit(0)));
 }
