@@ -10,6 +10,10 @@ use std::path::Path;
 /// The test plugins: (crate, the variable the tests read its path from).
 const PLUGINS: &[(&str, &str)] = &[
     ("ferry-test-plugin-hostile", "FERRY_HOSTILE_PLUGIN"),
+    (
+        "ferry-test-plugin-hostile-0-1",
+        "FERRY_HOSTILE_LEGACY_PLUGIN",
+    ),
     ("ferry-test-plugin-upload", "FERRY_UPLOAD_PLUGIN"),
     ("ferry-test-plugin-reply-upper", "FERRY_REPLY_UPPER_PLUGIN"),
     ("ferry-test-plugin-legacy-0-1", "FERRY_LEGACY_PLUGIN"),

@@ -6,10 +6,12 @@
 //! error (a typo must not silently leave a default in force).
 //! `host/ferry.example.toml` lists every key with its default.
 
+use crate::api::ConnectionLimits;
 use crate::engine::EngineConfig;
 use crate::job::JobSettings;
 use crate::plugin::RuntimeConfig;
 use crate::plugin::network::{NetworkConfig, Proxy};
+use crate::plugin::sandbox::SandboxLimits;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,14 +39,27 @@ pub struct DaemonConfig {
     pub max_request_bytes: usize,
     /// How often timers and the scheduler run.
     pub tick_interval_ms: u64,
+    /// How long a request head may take to arrive in full.
+    pub header_read_timeout_ms: u64,
+    /// How long an API connection may go without a byte either way.
+    pub idle_timeout_secs: u64,
+    /// API connections one user (root aside) may hold at once.
+    pub max_connections_per_user: usize,
+    /// API connections of all users but root at once.
+    pub max_connections: usize,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
+        let c = ConnectionLimits::default();
         DaemonConfig {
             admin_group: None,
             max_request_bytes: 1 << 20,
             tick_interval_ms: 1000,
+            header_read_timeout_ms: c.header_read_timeout.as_millis() as u64,
+            idle_timeout_secs: c.idle_timeout.as_secs(),
+            max_connections_per_user: c.per_user,
+            max_connections: c.total,
         }
     }
 }
@@ -133,8 +148,9 @@ impl Default for NetworkSection {
     }
 }
 
-/// Third-party plugins and what they are granted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Third-party plugins, what they are granted, and the host's bounds on
+/// every plugin call (whatever a manifest asks for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PluginsConfig {
     /// Where third-party plugins are loaded from (default: `plugins` under
@@ -146,6 +162,41 @@ pub struct PluginsConfig {
     /// Plugin name → the host patterns it may reach. Built-in plugins not
     /// named here may reach any host; third-party plugins none.
     pub grants: HashMap<String, Vec<String>>,
+    /// Internal address ranges (loopback, private, link-local...) every
+    /// plugin may reach all the same; none by default.
+    pub allow_private_addresses: Vec<String>,
+    /// The busy time (guest code and quick host calls) of one call.
+    pub call_cpu_limit_secs: u64,
+    /// The wall clock of a call made while loading a plugin.
+    pub load_call_limit_ms: u64,
+    /// Resources (streams, header fields, requests) one call may hold.
+    pub max_table_entries: usize,
+    /// Bytes of one set of `wasi:http` header fields.
+    pub max_header_bytes: usize,
+    /// Outgoing requests one call may have in flight at once.
+    pub max_requests_in_flight: usize,
+    /// Log lines a call may write at once, then per second.
+    pub log_burst: u32,
+    pub log_lines_per_second: u32,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        let s = SandboxLimits::default();
+        PluginsConfig {
+            dir: None,
+            cache_dir: None,
+            grants: HashMap::new(),
+            allow_private_addresses: Vec::new(),
+            call_cpu_limit_secs: s.call_cpu.as_secs(),
+            load_call_limit_ms: s.load_call.as_millis() as u64,
+            max_table_entries: s.table_entries,
+            max_header_bytes: s.header_bytes,
+            max_requests_in_flight: s.requests_in_flight,
+            log_burst: s.log_burst,
+            log_lines_per_second: s.log_per_second,
+        }
+    }
 }
 
 /// Why the configuration cannot be used.
@@ -218,6 +269,33 @@ impl Config {
                 "max-concurrent-transfers must be > 0".into(),
             ));
         }
+        let d = &self.daemon;
+        if d.header_read_timeout_ms == 0
+            || d.idle_timeout_secs == 0
+            || d.max_connections_per_user == 0
+            || d.max_connections == 0
+        {
+            return Err(ConfigError::Invalid(
+                "[daemon] header-read-timeout-ms, idle-timeout-secs, max-connections-per-user \
+                 and max-connections must be > 0"
+                    .into(),
+            ));
+        }
+        let p = &self.plugins;
+        if p.call_cpu_limit_secs == 0
+            || p.load_call_limit_ms == 0
+            || p.max_table_entries < 16
+            || p.max_header_bytes < 1024
+            || p.max_requests_in_flight == 0
+        {
+            return Err(ConfigError::Invalid(
+                "[plugins] call-cpu-limit-secs, load-call-limit-ms and max-requests-in-flight \
+                 must be > 0, max-table-entries at least 16, max-header-bytes at least 1024"
+                    .into(),
+            ));
+        }
+        crate::plugin::grants::AddressPolicy::new(&p.allow_private_addresses)
+            .map_err(|e| ConfigError::Invalid(format!("allow-private-addresses: {e}")))?;
         self.proxy()?;
         Ok(())
     }
@@ -274,6 +352,7 @@ impl Config {
                 connect_timeout: Duration::from_secs(n.connect_timeout_secs),
                 read_timeout: Duration::from_secs(n.read_timeout_secs),
                 first_byte_timeout: Duration::from_secs(n.first_byte_timeout_secs),
+                allow_private_addresses: self.plugins.allow_private_addresses.clone(),
             },
             grants: self.plugins.grants.clone(),
             cache_dir: Some(
@@ -282,7 +361,34 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| state_dir.join("plugin-cache")),
             ),
+            sandbox: self.sandbox(),
         })
+    }
+
+    /// The bounds on the API's connections.
+    pub fn connections(&self) -> ConnectionLimits {
+        let d = &self.daemon;
+        ConnectionLimits {
+            header_read_timeout: Duration::from_millis(d.header_read_timeout_ms),
+            idle_timeout: Duration::from_secs(d.idle_timeout_secs),
+            per_user: d.max_connections_per_user,
+            total: d.max_connections,
+        }
+    }
+
+    /// The host's bounds on every plugin call.
+    pub fn sandbox(&self) -> SandboxLimits {
+        let p = &self.plugins;
+        SandboxLimits {
+            call_cpu: Duration::from_secs(p.call_cpu_limit_secs),
+            load_call: Duration::from_millis(p.load_call_limit_ms),
+            table_entries: p.max_table_entries,
+            header_bytes: p.max_header_bytes,
+            requests_in_flight: p.max_requests_in_flight,
+            log_burst: p.log_burst,
+            log_per_second: p.log_lines_per_second,
+            ..SandboxLimits::default()
+        }
     }
 
     /// Where third-party plugins are loaded from.

@@ -103,7 +103,7 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
         daemon_uid: nix::unistd::geteuid().as_raw(),
         shutdown: shutdown.clone(),
     });
-    let server = tokio::spawn(api::serve(listener, state));
+    let server = tokio::spawn(api::serve_with(listener, state, config.connections()));
     tracing::info!(pid = std::process::id(), "ready");
 
     let mut term = signal(SignalKind::terminate()).map_err(|source| DaemonError::Socket {

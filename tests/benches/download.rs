@@ -12,7 +12,7 @@
 //! `FERRY_BENCH_BYTES` (body size, default 1 GiB), `FERRY_BENCH_ROUNDS`
 //! (default 5), `FERRY_BENCH_INSTANTIATIONS` (default 200).
 
-use ferry::plugin::{Destination, DownloadRequest, JobContext, PluginRuntime, RuntimeConfig};
+use ferry::plugin::{Destination, DownloadRequest, JobContext, PluginRuntime};
 use ferry_tests::server::{Resource, fill_pattern, start_with};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -218,7 +218,8 @@ fn main() {
     }
     let started = Instant::now();
     let runtime = Arc::new(
-        PluginRuntime::with_builtins(RuntimeConfig::default()).expect("the plugin runtime starts"),
+        PluginRuntime::with_builtins(ferry_tests::fixtures::loopback_config())
+            .expect("the plugin runtime starts"),
     );
     println!(
         "plugin runtime with built-ins ready in {:.0} ms",

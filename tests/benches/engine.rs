@@ -11,7 +11,7 @@
 use ferry::clock::SystemClock;
 use ferry::engine::{Caller, Engine, EngineConfig};
 use ferry::job::{JobState, JobType, Priority};
-use ferry::plugin::{PluginRuntime, RuntimeConfig};
+use ferry::plugin::PluginRuntime;
 use ferry::store::SledStore;
 use ferry_tests::server::{Resource, TestServer};
 use std::sync::Arc;
@@ -62,7 +62,8 @@ fn big_config(jobs: usize) -> EngineConfig {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let runtime = Arc::new(PluginRuntime::with_builtins(RuntimeConfig::default()).unwrap());
+    let runtime =
+        Arc::new(PluginRuntime::with_builtins(ferry_tests::fixtures::loopback_config()).unwrap());
     let server = TestServer::start().await;
     server.put("/tiny", Resource::pattern(1024));
     let url = server.url("/tiny");

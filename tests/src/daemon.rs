@@ -43,6 +43,10 @@ impl Run {
     }
 }
 
+/// The tests' servers listen on loopback, which plugins reach only when the
+/// operator allows it, as every test daemon's configuration does.
+pub const LOOPBACK: &str = "allow-private-addresses = [\"127.0.0.0/8\", \"::1\"]\n";
+
 /// A daemon's directories, and the daemon once started.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -67,7 +71,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "[plugins]\ncache-dir = \"{}\"\n\n[daemon]\ntick-interval-ms = 200\n{extra}",
+                "[plugins]\ncache-dir = \"{}\"\n{LOOPBACK}\n[daemon]\ntick-interval-ms = 200\n{extra}",
                 cache.display()
             ),
         )

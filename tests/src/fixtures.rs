@@ -27,6 +27,12 @@ pub fn hostile_plugin() -> (String, Vec<u8>) {
     test_plugin("plugins/hostile", env!("FERRY_HOSTILE_PLUGIN"))
 }
 
+/// The hostile `ferry:transfer@0.1.0` plugin, whose load-time call never
+/// returns (`hostile-legacy`).
+pub fn hostile_legacy_plugin() -> (String, Vec<u8>) {
+    test_plugin("plugins/hostile-0.1", env!("FERRY_HOSTILE_LEGACY_PLUGIN"))
+}
+
 /// The upload test plugin (`testup`, upload and upload-reply).
 pub fn upload_plugin() -> (String, Vec<u8>) {
     test_plugin("plugins/upload", env!("FERRY_UPLOAD_PLUGIN"))
@@ -73,9 +79,22 @@ pub fn runtime_with_grants(grants: &[(&str, &[&str])]) -> PluginRuntime {
         .collect();
     PluginRuntime::with_builtins(RuntimeConfig {
         grants,
-        ..RuntimeConfig::default()
+        ..loopback_config()
     })
     .expect("the runtime starts")
+}
+
+/// The loopback ranges, which the tests' servers listen on: plugins reach
+/// them only when the operator allows them, as tests do explicitly.
+pub fn loopback() -> Vec<String> {
+    vec!["127.0.0.0/8".to_string(), "::1".to_string()]
+}
+
+/// The default runtime configuration, with [`loopback`] allowed.
+pub fn loopback_config() -> RuntimeConfig {
+    let mut config = RuntimeConfig::default();
+    config.network.allow_private_addresses = loopback();
+    config
 }
 
 /// A runtime with the built-in plugins, granted every host.

@@ -4,7 +4,7 @@
 use ferry::clock::{Clock, ManualClock};
 use ferry::engine::{Caller, Engine, EngineConfig, Setting};
 use ferry::job::{ByteRange, JobState, JobType, Priority};
-use ferry::plugin::{PluginRuntime, RuntimeConfig};
+use ferry::plugin::PluginRuntime;
 use ferry_tests::fixtures::{StateDir, open_to_all, shared_dir};
 use ferry_tests::server::{Resource, TestServer, pattern_bytes};
 use std::path::{Path, PathBuf};
@@ -38,7 +38,9 @@ struct Harness {
 impl Harness {
     fn new(config: EngineConfig) -> Harness {
         let clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let runtime = Arc::new(PluginRuntime::with_builtins(RuntimeConfig::default()).unwrap());
+        let runtime = Arc::new(
+            PluginRuntime::with_builtins(ferry_tests::fixtures::loopback_config()).unwrap(),
+        );
         let state = StateDir::new();
         let store = state.open_store().unwrap();
         let engine = Engine::open(
@@ -1112,7 +1114,8 @@ async fn a_checksum_is_verified_before_the_file_counts_as_transferred() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_that_calls_a_short_or_long_body_whole_is_not_believed() {
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
-    let mut runtime = PluginRuntime::with_builtins(RuntimeConfig::default()).unwrap();
+    let mut runtime =
+        PluginRuntime::with_builtins(ferry_tests::fixtures::loopback_config()).unwrap();
     let (manifest, wasm) = ferry_tests::fixtures::liar_plugin();
     runtime.load(&manifest, &wasm, false).unwrap();
     let state = StateDir::new();

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 fn runtime(network: NetworkConfig) -> PluginRuntime {
     PluginRuntime::with_builtins(RuntimeConfig {
-        network,
+        network: NetworkConfig {
+            allow_private_addresses: ferry_tests::fixtures::loopback(),
+            ..network
+        },
         ..RuntimeConfig::default()
     })
     .unwrap()

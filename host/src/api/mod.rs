@@ -11,6 +11,11 @@
 //! - `sse`: the event streams.
 //!
 //! `host/openapi.json` documents every route; a test holds the two together.
+//!
+//! No user can take the socket from the others ([`ConnectionLimits`]): a
+//! connection that does not send its request head in time, or sits idle, is
+//! closed; each user (root aside) holds at most so many connections, and the
+//! daemon so many in all; the user database is read off the async workers.
 
 pub mod error;
 pub mod routes;
@@ -21,8 +26,13 @@ use crate::engine::{Caller, Engine};
 use crate::identity::Identity;
 use crate::plugin::PluginRuntime;
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
-use tokio::net::UnixListener;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, ApiErrorView, ErrorBody};
@@ -73,8 +83,175 @@ impl ApiState {
     }
 }
 
-/// Serves the API on `listener` until `state.shutdown` is cancelled.
+/// The bounds on the API's connections (`[daemon]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a request head may take to arrive in full.
+    pub header_read_timeout: Duration,
+    /// How long a connection may go without a byte either way.
+    pub idle_timeout: Duration,
+    /// Connections one user holds at once (root is not counted).
+    pub per_user: usize,
+    /// Connections of all users but root at once.
+    pub total: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            per_user: 64,
+            total: 512,
+        }
+    }
+}
+
+/// The open connections by uid, and a slot that gives one back on drop.
+#[derive(Default)]
+struct Connections {
+    by_uid: Mutex<HashMap<u32, usize>>,
+}
+
+struct Slot {
+    connections: Arc<Connections>,
+    uid: u32,
+}
+
+impl Connections {
+    /// A slot for a connection of `uid`, or why there is none.
+    fn take(self: &Arc<Self>, uid: u32, limits: &ConnectionLimits) -> Result<Slot, String> {
+        let mut by_uid = self.by_uid.lock().unwrap_or_else(|e| e.into_inner());
+        if uid != 0 {
+            let mine = by_uid.get(&uid).copied().unwrap_or(0);
+            if mine >= limits.per_user {
+                return Err(format!(
+                    "uid {uid} already holds {mine} connections (max-connections-per-user)"
+                ));
+            }
+            let all: usize = by_uid
+                .iter()
+                .filter(|(u, _)| **u != 0)
+                .map(|(_, n)| n)
+                .sum();
+            if all >= limits.total {
+                return Err(format!(
+                    "the daemon already holds {all} connections (max-connections)"
+                ));
+            }
+        }
+        *by_uid.entry(uid).or_insert(0) += 1;
+        Ok(Slot {
+            connections: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut by_uid = self
+            .connections
+            .by_uid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                by_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// A connection that fails with `TimedOut` after `idle` without a byte
+/// read or written.
+struct IdleTimeout {
+    inner: UnixStream,
+    idle: Duration,
+    last: Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimeout {
+    fn new(inner: UnixStream, idle: Duration) -> IdleTimeout {
+        IdleTimeout {
+            inner,
+            idle,
+            last: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    /// After the inner stream said `Pending`: an error once idle too long.
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        loop {
+            let deadline = self.last + self.idle;
+            if Instant::now() >= deadline {
+                return Poll::Ready(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the connection was idle too long",
+                ));
+            }
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl AsyncRead for IdleTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                self.last = Instant::now();
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.check_idle(cx).map(Err),
+        }
+    }
+}
+
+impl AsyncWrite for IdleTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, data) {
+            Poll::Ready(result) => {
+                self.last = Instant::now();
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.check_idle(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Serves the API on `listener` until `state.shutdown` is cancelled, with
+/// the default [`ConnectionLimits`].
 pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
+    serve_with(listener, state, ConnectionLimits::default()).await
+}
+
+/// Serves the API on `listener` until `state.shutdown` is cancelled.
+pub async fn serve_with(listener: UnixListener, state: Arc<ApiState>, limits: ConnectionLimits) {
+    let connections = Arc::new(Connections::default());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -95,9 +272,26 @@ pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
                 continue;
             }
         };
+        let slot = match connections.take(uid, &limits) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::warn!(uid, "connection refused: {why}");
+                drop(stream);
+                continue;
+            }
+        };
         let state = state.clone();
         tokio::spawn(async move {
-            let peer = Arc::new(state.peer(uid));
+            let _slot = slot;
+            // The user database may be remote (NSS): never on a worker.
+            let looked_up = {
+                let state = state.clone();
+                tokio::task::spawn_blocking(move || state.peer(uid)).await
+            };
+            let Ok(peer) = looked_up else {
+                return;
+            };
+            let peer = Arc::new(peer);
             let service = hyper::service::service_fn(move |request| {
                 let (state, peer) = (state.clone(), peer.clone());
                 async move {
@@ -105,7 +299,12 @@ pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
                 }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(
+                    TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout)),
+                    service,
+                )
                 .await
             {
                 tracing::debug!(uid, "connection ended: {e}");

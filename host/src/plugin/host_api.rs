@@ -63,7 +63,7 @@ impl host::HostDestination for PluginState {
         let sink = self
             .table()
             .get_mut(&destination)?
-            .begin(RemoteInfo::from(info), from)
+            .begin(RemoteInfo::from(info).sanitized(), from)
             .map(|sink| Box::new(sink) as DynOutputStream);
         opened(self.push_stream(sink))
     }
@@ -93,6 +93,19 @@ impl host::HostSource for PluginState {
         source: Resource<Source>,
         session: String,
     ) -> wasmtime::Result<()> {
+        if !crate::plugin::transfer::is_clean_token(&session, crate::plugin::transfer::MAX_URL) {
+            // A session the host could not hand back as it was is not kept:
+            // the upload starts a new session when it resumes.
+            self.log_line(
+                tracing::Level::WARN,
+                &format!(
+                    "upload session of {} bytes not recorded: longer than {} bytes or holds control characters",
+                    session.len(),
+                    crate::plugin::transfer::MAX_URL
+                ),
+            );
+            return Ok(());
+        }
         self.table().get(&source)?.record_session(session);
         Ok(())
     }
@@ -117,7 +130,7 @@ impl host::HostReplySink for PluginState {
         let stream = self
             .table()
             .get_mut(&sink)?
-            .begin(ReplyHead::from(head))
+            .begin(ReplyHead::from(head).sanitized())
             .map(|stream| Box::new(stream) as DynOutputStream);
         opened(self.push_stream(stream))
     }

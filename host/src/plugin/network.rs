@@ -6,11 +6,19 @@
 //! again), sends through one shared, pooled `reqwest` client (with the
 //! operator's proxy settings), and meters response bodies through a global
 //! bandwidth limit. Bodies are never decoded: bytes are passed on as served.
+//!
+//! The address a request reaches is checked as well as its name: the host
+//! resolves names itself, refuses a request whose name resolves only to
+//! internal addresses (typed `address-not-allowed`), and the client's own
+//! resolver connects only to addresses the policy allows, so a name that
+//! resolves differently the second time (DNS rebinding) gets nowhere either.
+//! The operator's proxy is exempt: it is the operator's choice.
 
-use crate::plugin::grants::HostPolicy;
+use crate::plugin::grants::{AddressPolicy, HostPolicy};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -40,6 +48,9 @@ pub struct NetworkConfig {
     pub read_timeout: Duration,
     /// How long to wait for a response head when the plugin sets no limit.
     pub first_byte_timeout: Duration,
+    /// Internal address ranges (loopback, private, link-local...) plugins
+    /// may reach all the same: `127.0.0.0/8`, `fd00::/8`, `10.1.2.3`.
+    pub allow_private_addresses: Vec<String>,
 }
 
 impl Default for NetworkConfig {
@@ -50,6 +61,7 @@ impl Default for NetworkConfig {
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             first_byte_timeout: Duration::from_secs(120),
+            allow_private_addresses: Vec::new(),
         }
     }
 }
@@ -57,6 +69,7 @@ impl Default for NetworkConfig {
 /// The shared HTTP client and bandwidth meter of one host.
 pub struct Network {
     client: reqwest::Client,
+    addresses: Arc<AddressPolicy>,
     bandwidth: Option<Arc<TokenBucket>>,
     first_byte_timeout: Duration,
 }
@@ -68,11 +81,20 @@ pub enum NetworkError {
     Proxy(String, reqwest::Error),
     #[error("the HTTP client could not be built: {0}")]
     Client(reqwest::Error),
+    #[error("allow-private-addresses: {0}")]
+    Addresses(String),
 }
 
 impl Network {
     pub fn new(config: &NetworkConfig) -> Result<Network, NetworkError> {
+        let addresses = Arc::new(
+            AddressPolicy::new(&config.allow_private_addresses).map_err(NetworkError::Addresses)?,
+        );
         let mut builder = reqwest::Client::builder()
+            .dns_resolver(CheckedResolver {
+                policy: addresses.clone(),
+                proxies: proxy_hosts(&config.proxy),
+            })
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
@@ -86,6 +108,7 @@ impl Network {
         };
         Ok(Network {
             client: builder.build().map_err(NetworkError::Client)?,
+            addresses,
             bandwidth: config
                 .bandwidth_limit
                 .map(|rate| Arc::new(TokenBucket::new(rate))),
@@ -101,15 +124,33 @@ pub struct PluginHttp {
     plugin: String,
     /// The requests the policy refused during this call, as `host:port`.
     pub denied: Vec<String>,
+    /// One permit per request in flight (from send until its response body
+    /// is dropped): a call has at most this many connections of its own.
+    in_flight: Arc<tokio::sync::Semaphore>,
+    in_flight_limit: usize,
+    /// Requests refused because the call had too many in flight.
+    pub over_in_flight: usize,
+    /// Requests refused for the address they would reach, as
+    /// `host (address)`.
+    pub address_denied: Arc<Mutex<Vec<String>>>,
 }
 
 impl PluginHttp {
-    pub fn new(network: Arc<Network>, policy: Arc<HostPolicy>, plugin: &str) -> PluginHttp {
+    pub fn new(
+        network: Arc<Network>,
+        policy: Arc<HostPolicy>,
+        plugin: &str,
+        in_flight_limit: usize,
+    ) -> PluginHttp {
         PluginHttp {
             network,
             policy,
             plugin: plugin.to_string(),
             denied: Vec::new(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(in_flight_limit)),
+            in_flight_limit,
+            over_in_flight: 0,
+            address_denied: Arc::new(Mutex::new(Vec::new())),
         }
     }
 }
@@ -150,9 +191,45 @@ impl WasiHttpHooks for PluginHttp {
             self.denied.push(format!("{host}:{port}"));
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let literal = bare.parse::<IpAddr>().ok();
+        if let Some(ip) = literal
+            && !self.network.addresses.allows(ip)
+            && !self.policy.grants_address(ip)
+        {
+            tracing::warn!(plugin = %self.plugin, %ip, "request refused: internal address not allowed");
+            lock(&self.address_denied).push(ip.to_string());
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.over_in_flight += 1;
+            if self.over_in_flight == 1 {
+                tracing::warn!(plugin = %self.plugin, limit = self.in_flight_limit, "request refused: too many requests in flight");
+            }
+            let limit = self.in_flight_limit;
+            return Box::new(async move {
+                Err(HttpError::InternalError(Some(format!(
+                    "the call already has {limit} requests in flight (the host's limit)"
+                ))))
+            });
+        };
         tracing::debug!(plugin = %self.plugin, method = %request.method(), %uri, "outgoing request");
         let network = self.network.clone();
+        let name = literal.is_none().then(|| bare.to_string());
+        let (denied, plugin) = (self.address_denied.clone(), self.plugin.clone());
         Box::new(async move {
+            if let Some(name) = name {
+                // A lookup that fails is the client's to report (or, with
+                // a proxy, the proxy's to make).
+                if let Ok(found) = tokio::net::lookup_host((name.as_str(), port)).await {
+                    let found: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+                    if !found.is_empty() && !found.iter().any(|ip| network.addresses.allows(*ip)) {
+                        tracing::warn!(%plugin, %name, addresses = ?found, "request refused: the name resolves to internal addresses only");
+                        lock(&denied).push(format!("{name} ({})", found[0]));
+                        return Err(HttpError::HttpRequestDenied);
+                    }
+                }
+            }
             let first_byte = options
                 .and_then(|o| o.first_byte_timeout)
                 .unwrap_or(network.first_byte_timeout);
@@ -172,13 +249,84 @@ impl WasiHttpHooks for PluginHttp {
             let bandwidth = network.bandwidth.clone();
             let response = response.map(|body| {
                 let body = body.map_err(|e| error_from_reqwest(&e));
-                match bandwidth {
+                let body = match bandwidth {
                     Some(bucket) => Throttled::new(body, bucket).boxed_unsync(),
                     None => body.boxed_unsync(),
+                };
+                Permitted {
+                    inner: body,
+                    _permit: permit,
                 }
+                .boxed_unsync()
             });
             let io: BoxedFuture<Result<(), HttpError>> = Box::new(async { Ok(()) });
             Ok((response, io))
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The host names of the operator's proxies (their addresses are allowed).
+fn proxy_hosts(proxy: &Proxy) -> Vec<String> {
+    let urls: Vec<String> = match proxy {
+        Proxy::None => Vec::new(),
+        Proxy::Url(url) => vec![url.clone()],
+        Proxy::System => [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .collect(),
+    };
+    urls.iter()
+        .filter_map(|u| {
+            let with_scheme = if u.contains("://") {
+                u.clone()
+            } else {
+                format!("http://{u}")
+            };
+            url::Url::parse(&with_scheme).ok()?.host_str().map(|h| {
+                h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_ascii_lowercase()
+            })
+        })
+        .collect()
+}
+
+/// The client's resolver: the system's, keeping only addresses the policy
+/// allows (the proxies' names are resolved as they are).
+struct CheckedResolver {
+    policy: Arc<AddressPolicy>,
+    proxies: Vec<String>,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_ascii_lowercase();
+        let exempt = self.proxies.contains(&name);
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .filter(|a| exempt || policy.allows(a.ip()))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{name} resolves to no address plugins may reach (see allow-private-addresses)"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addrs)
         })
     }
 }
@@ -250,6 +398,32 @@ impl futures::Stream for SyncBody {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// A response body that holds its request's in-flight permit until dropped.
+struct Permitted<B> {
+    inner: B,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<B: Body + Unpin> Body for Permitted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -19,7 +19,7 @@ use crate::plugin::grants::HostPolicy;
 use crate::plugin::legacy;
 use crate::plugin::manifest::{Capability, Manifest, ManifestError};
 use crate::plugin::network::{Network, NetworkConfig, NetworkError, PluginHttp};
-use crate::plugin::sandbox::{LimitHit, PluginState};
+use crate::plugin::sandbox::{LimitHit, PluginState, SandboxLimits};
 use crate::plugin::streams::{Destination, ReplyFile, ReplySink, Source};
 use crate::plugin::transfer::{
     DownloadRequest, JobContext, ReplyContext, ReplyHead, UploadReply, UploadRequest,
@@ -37,6 +37,10 @@ use wasmtime::{Config, Engine as WasmEngine, Store};
 /// The most reply data (what the owner reads of an upload's reply, or what a
 /// processor returns) the host keeps; larger replies live in the reply file.
 pub const MAX_REPLY_DATA: usize = 1 << 20;
+
+/// The job id of the calls the host makes while loading a plugin (a real
+/// job's id is a UUID): they run under the load-time wall clock.
+const LOAD_CALL: &str = "(load)";
 
 /// How often the engine's epoch advances: the granularity of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -57,6 +61,8 @@ pub struct RuntimeConfig {
     pub grants: HashMap<String, Vec<String>>,
     /// Where compiled plugin code is cached; `None` compiles every start.
     pub cache_dir: Option<PathBuf>,
+    /// The host's bounds on every call, whatever a manifest says.
+    pub sandbox: SandboxLimits,
 }
 
 /// Why the runtime or a plugin could not be set up.
@@ -424,7 +430,7 @@ impl PluginRuntime {
                 Ok(BTreeSet::from([Capability::ReplyProcessing]))
             }
             Exports::V0_1(exports) => {
-                let job = JobContext::new("load");
+                let job = JobContext::new(LOAD_CALL);
                 futures::executor::block_on(self.run(plugin, &job, async |store, instance| {
                     legacy::supported(exports, store, instance).await
                 }))
@@ -710,6 +716,10 @@ impl PluginRuntime {
             call(&mut store, &instance).await
         };
         let outcome = cancellable(job, run).await;
+        let dropped = store.data().log_dropped;
+        if dropped > 0 {
+            tracing::warn!(plugin = %plugin.manifest.name, job = %job.job_id, dropped, "plugin log lines over its rate were dropped");
+        }
         settle(plugin, &store, outcome)
     }
 
@@ -719,14 +729,19 @@ impl PluginRuntime {
             self.network.clone(),
             plugin.policy.clone(),
             &plugin.manifest.name,
+            self.config.sandbox.requests_in_flight,
         );
-        let state = PluginState::new(
+        let mut state = PluginState::new(
             &plugin.manifest.name,
             job.clone(),
             http,
             limits.memory_bytes(),
             limits.deadline(),
+            self.config.sandbox,
         );
+        if job.job_id == LOAD_CALL {
+            state.set_load_call();
+        }
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
         store.call_hook(|mut ctx, hook| {
@@ -739,6 +754,13 @@ impl PluginRuntime {
     }
 
     /// Compiles `wasm`, or loads its compiled code from the cache.
+    ///
+    /// Native code from the cache is executed, so it is used only when the
+    /// cache directory and the entry are the daemon's own and writable by
+    /// nobody else, and when the entry's digest (over the wasm's hash and
+    /// the compiled bytes, written with it) checks out: a tampered, foreign
+    /// or torn entry is recompiled, never run. Entries are written to a
+    /// temporary file, synced, renamed into place and the directory synced.
     fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
         let Some(dir) = &self.config.cache_dir else {
             return Component::new(&self.engine, wasm);
@@ -747,30 +769,147 @@ impl PluginRuntime {
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut engine_hash);
-        let key = hex::encode(Sha256::digest(wasm));
+        let wasm_hash = Sha256::digest(wasm);
+        let key = hex::encode(wasm_hash);
         let path = dir.join(format!("{key}-{:016x}.cwasm", engine_hash.finish()));
-        if path.exists() {
-            // SAFETY: the file was written by `Component::serialize` of an
-            // engine with the same compatibility hash, into the host's own
-            // cache directory; a file that does not load is recompiled.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(component) => return Ok(component),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "cached plugin code unusable, recompiling: {e}")
+        if let Err(why) = cache::ensure_private_dir(dir) {
+            tracing::warn!(dir = %dir.display(), "plugin code cache not used: {why}");
+            return Component::new(&self.engine, wasm);
+        }
+        match cache::read_entry(&path, &wasm_hash) {
+            Ok(Some(code)) => {
+                // SAFETY: `code` is what `Component::serialize` of an engine
+                // with the same compatibility hash wrote for this very wasm:
+                // its digest, over the wasm's hash and these bytes, was read
+                // back from a file only the daemon's user can write.
+                match unsafe { Component::deserialize(&self.engine, &code) } {
+                    Ok(component) => return Ok(component),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), "cached plugin code unusable, recompiling: {e}")
+                    }
                 }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                tracing::warn!(path = %path.display(), "cached plugin code refused, recompiling: {why}")
             }
         }
         let component = Component::new(&self.engine, wasm)?;
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(dir)?;
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, component.serialize().map_err(std::io::Error::other)?)?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = write() {
+        let written = component
+            .serialize()
+            .map_err(std::io::Error::other)
+            .and_then(|code| cache::write_entry(&path, &wasm_hash, &code));
+        if let Err(e) = written {
             tracing::warn!(dir = %dir.display(), "cannot cache compiled plugin code: {e}");
         }
         Ok(component)
+    }
+}
+
+/// The compiled-code cache's files: `MAGIC`, then SHA-256 over the wasm's
+/// hash and the compiled code, then the code.
+mod cache {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    use std::path::Path;
+
+    const MAGIC: &[u8; 8] = b"FERRYC1\0";
+    const HEADER: usize = MAGIC.len() + 32;
+
+    fn digest(wasm_hash: &[u8], code: &[u8]) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(wasm_hash);
+        hasher.update((code.len() as u64).to_le_bytes());
+        hasher.update(code);
+        hasher.finalize().into()
+    }
+
+    /// Why `meta` is not the daemon's own, writable by it alone.
+    fn foreign(meta: &std::fs::Metadata) -> Option<String> {
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            return Some(format!("it is owned by uid {}, not {me}", meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Some(format!(
+                "its mode {:o} lets others write it",
+                meta.mode() & 0o7777
+            ));
+        }
+        None
+    }
+
+    /// Creates `dir` (mode 0700) or checks the one there.
+    pub fn ensure_private_dir(dir: &Path) -> Result<(), String> {
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
+            return Err(format!("cannot create it: {e}"));
+        }
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+        if !meta.is_dir() {
+            return Err("it is not a directory".into());
+        }
+        foreign(&meta).map_or(Ok(()), Err)
+    }
+
+    /// The compiled code in `path`, if there is an entry and it checks out.
+    pub fn read_entry(path: &Path, wasm_hash: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err("it is not a regular file".into());
+        }
+        if let Some(why) = foreign(&meta) {
+            return Err(why);
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(|e| e.to_string())?;
+        if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
+            return Err("it is not a Ferry cache entry (or was cut short)".into());
+        }
+        let code = bytes.split_off(HEADER);
+        if bytes[MAGIC.len()..] != digest(wasm_hash, &code) {
+            return Err("its digest does not match its contents".into());
+        }
+        Ok(Some(code))
+    }
+
+    /// Writes an entry durably: a private temporary file, synced, renamed
+    /// into place, and the directory synced.
+    pub fn write_entry(path: &Path, wasm_hash: &[u8], code: &[u8]) -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        let written = (|| {
+            file.write_all(MAGIC)?;
+            file.write_all(&digest(wasm_hash, code))?;
+            file.write_all(code)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 }
 
@@ -965,9 +1104,28 @@ fn settle<R>(
             ),
         )
     };
+    let addresses = state
+        .http
+        .address_denied
+        .lock()
+        .map(|d| d.clone())
+        .unwrap_or_default();
     match outcome {
         Err(()) => Err(cancelled(name)),
         Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(error))) if !addresses.is_empty() => {
+            tracing::debug!(plugin = %name, "plugin error after a refused address: {}", error.message);
+            Err(TransferError::fatal(
+                ErrorContext::Policy,
+                "address-not-allowed",
+                format!(
+                    "plugin {name} asked to reach {}, an internal (loopback, link-local, private \
+                     or reserved) address; the operator allows such addresses with \
+                     [plugins] allow-private-addresses, or by granting the address to the plugin",
+                    addresses.join(", ")
+                ),
+            ))
+        }
         Ok(Ok(Err(error))) if !state.http.denied.is_empty() => {
             tracing::debug!(plugin = %name, "plugin error after a refused request: {}", error.message);
             Err(denied())
@@ -979,6 +1137,14 @@ fn settle<R>(
                 format!(
                     "plugin {name} ran past its deadline of {:?}",
                     plugin.manifest.limits.deadline()
+                ),
+            ),
+            Some(LimitHit::CallBudget) => TransferError::plugin(
+                "plugin-deadline",
+                format!(
+                    "plugin {name} used up its call's budget ({:?} busy, {:?} at load time)",
+                    state.limits().call_cpu,
+                    state.limits().load_call
                 ),
             ),
             Some(LimitHit::Memory) => TransferError::plugin(
@@ -997,14 +1163,19 @@ fn settle<R>(
     }
 }
 
+/// What a trap says: its first line, and its cause (a host bound the plugin
+/// hit says which) when there is one.
 fn trap_message(e: &wasmtime::Error) -> String {
     let text = format!("{e:#}");
-    text.lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(500)
-        .collect()
+    let first = text.lines().next().unwrap_or("");
+    let cause = e.root_cause().to_string();
+    let cause = cause.lines().next().unwrap_or("");
+    let text = if cause.is_empty() || first.contains(cause) {
+        first.to_string()
+    } else {
+        format!("{first} {cause}")
+    };
+    text.chars().take(500).collect()
 }
 
 fn cancelled(name: &str) -> TransferError {

@@ -289,6 +289,74 @@ fn code_of(code: wit::ErrorCode) -> String {
     fixed.to_string()
 }
 
+/// The longest validator (ETag, Last-Modified) the host records; a longer
+/// one, or one with control characters, is not recorded at all.
+pub const MAX_VALIDATOR: usize = 1024;
+/// The longest location or upload session the host keeps.
+pub const MAX_URL: usize = 8 * 1024;
+/// The most reply headers the host keeps, and the longest name and value.
+pub const MAX_REPLY_HEADERS: usize = 100;
+pub const MAX_HEADER_NAME: usize = 256;
+pub const MAX_HEADER_VALUE: usize = 8 * 1024;
+
+/// `text` without control characters (each becomes a space), cut to at
+/// most `max` bytes on a character boundary.
+pub(crate) fn clean_field(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Whether a plugin-chosen token may be kept as it is: short enough and
+/// free of control characters.
+pub(crate) fn is_clean_token(text: &str, max: usize) -> bool {
+    text.len() <= max && !text.chars().any(char::is_control)
+}
+
+impl RemoteInfo {
+    /// What a plugin said, made safe to store, broadcast and log: a
+    /// validator that is too long or holds control characters is dropped
+    /// (the host then knows no validator, and a resume starts over), the
+    /// location is cleaned and cut to [`MAX_URL`].
+    pub(crate) fn sanitized(self) -> RemoteInfo {
+        let validator = self.validator.filter(|v| match v {
+            Validator::Etag(t) | Validator::LastModified(t) => is_clean_token(t, MAX_VALIDATOR),
+        });
+        RemoteInfo {
+            validator,
+            location: clean_field(&self.location, MAX_URL),
+            ..self
+        }
+    }
+}
+
+impl ReplyHead {
+    /// A plugin's reply head, made safe to store and hand to the owner: at
+    /// most [`MAX_REPLY_HEADERS`] headers, names and values cleaned and cut.
+    pub(crate) fn sanitized(self) -> ReplyHead {
+        ReplyHead {
+            status: self.status,
+            headers: self
+                .headers
+                .into_iter()
+                .take(MAX_REPLY_HEADERS)
+                .map(|(n, v)| {
+                    (
+                        clean_field(&n, MAX_HEADER_NAME),
+                        clean_field(&v, MAX_HEADER_VALUE),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A plugin's message, cut to a line of at most [`MAX_MESSAGE`] characters.
 pub(crate) fn clean_message(message: &str) -> String {
     message
@@ -367,6 +435,31 @@ mod tests {
             http_status: None,
             message: "line one\nline two".into(),
         })
+    }
+
+    #[test]
+    fn plugin_chosen_fields_are_cut_and_cleaned() {
+        let forged = "\"x\"\n\x1b[31mforged: header\r\n".repeat(1 << 12);
+        let info = RemoteInfo {
+            size: None,
+            validator: Some(Validator::Etag(forged.clone())),
+            accepts_ranges: true,
+            location: forged.clone(),
+        }
+        .sanitized();
+        assert_eq!(info.validator, None);
+        assert!(info.location.len() <= MAX_URL);
+        assert!(!info.location.chars().any(char::is_control));
+        let head = ReplyHead {
+            status: 200,
+            headers: vec![(forged.clone(), forged); 1000],
+        }
+        .sanitized();
+        assert_eq!(head.headers.len(), MAX_REPLY_HEADERS);
+        let (name, value) = &head.headers[0];
+        assert!(name.len() <= MAX_HEADER_NAME && value.len() <= MAX_HEADER_VALUE);
+        assert!(!name.chars().chain(value.chars()).any(char::is_control));
+        assert_eq!(clean_field("é", 1), "", "never cut inside a character");
     }
 
     #[test]
