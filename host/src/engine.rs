@@ -144,6 +144,9 @@ struct Slot {
     running: Option<Running>,
     last_started: Option<Duration>,
     last_progress_event: Option<Duration>,
+    /// A `complete` is moving the job's files: no transfer starts, no timer
+    /// fires, and every other operation is refused until it is done.
+    completing: bool,
 }
 
 impl Slot {
@@ -239,6 +242,7 @@ impl Engine {
                     running: None,
                     last_started: None,
                     last_progress_event: None,
+                    completing: false,
                 },
             );
         }
@@ -369,6 +373,7 @@ impl Engine {
                 running: None,
                 last_started: None,
                 last_progress_event: None,
+                completing: false,
             },
         );
         drop(jobs);
@@ -546,11 +551,18 @@ impl Engine {
                 Operation::Complete,
                 !slot.job.files.is_empty(),
             )?;
+            if slot.completing {
+                return Err(JobRefusal::Completing);
+            }
+            slot.completing = true;
             if let Some(running) = slot.running.take() {
                 running.cancel.cancel();
             }
             slot.job.clone()
         };
+        // Whatever way this ends, the job is released again (on success it
+        // is gone already).
+        let _completing = Completing { engine: self, id };
         let mut completion = Completion {
             partial: false,
             files: Vec::new(),
@@ -684,7 +696,7 @@ impl Engine {
         let mut saved = Vec::new();
         {
             let mut jobs = inner.lock();
-            for slot in jobs.values_mut() {
+            for slot in jobs.values_mut().filter(|s| !s.completing) {
                 let job = &mut slot.job;
                 job.timers.idle += delta;
                 job.timers_at = wall;
@@ -774,7 +786,7 @@ impl Engine {
         let mut jobs = self.inner.lock();
         let candidates: Vec<Candidate> = jobs
             .values()
-            .filter(|s| s.job.state.is_active())
+            .filter(|s| s.job.state.is_active() && !s.completing)
             .map(|s| Candidate {
                 id: s.job.id.clone(),
                 priority: s.job.priority,
@@ -1577,6 +1589,9 @@ impl Engine {
         let inner = &self.inner;
         let mut jobs = inner.lock();
         let slot = inner.owned_slot(&mut jobs, caller, id)?;
+        if slot.completing {
+            return Err(JobRefusal::Completing);
+        }
         let before = slot.job.clone();
         let next = owner_operation(
             before.job_type,
@@ -1741,6 +1756,21 @@ impl Inner {
             return Err(JobRefusal::AccessDenied(id.to_string()));
         }
         Ok(slot)
+    }
+}
+
+/// Marks the end of a `complete`: the job's slot, if it is still there (the
+/// complete failed), takes operations again.
+struct Completing<'a> {
+    engine: &'a Engine,
+    id: &'a str,
+}
+
+impl Drop for Completing<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.engine.inner.lock().get_mut(self.id) {
+            slot.completing = false;
+        }
     }
 }
 

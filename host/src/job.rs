@@ -385,6 +385,8 @@ pub enum JobRefusal {
     },
     #[error("the job has no files")]
     Empty,
+    #[error("a complete is moving the job's files; try again once it is done")]
+    Completing,
     #[error("an upload job holds exactly one file")]
     TooManyFiles,
     #[error("the job already has the maximum of {0} files")]
@@ -417,6 +419,7 @@ impl JobRefusal {
         match self {
             JobRefusal::InvalidState { .. } => "invalid-state",
             JobRefusal::Empty => "empty",
+            JobRefusal::Completing => "invalid-state",
             JobRefusal::TooManyFiles => "too-many-files",
             JobRefusal::FileLimit(_) => "too-many-files",
             JobRefusal::TooManyRanges(_) => "too-many-ranges",

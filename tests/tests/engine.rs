@@ -1032,11 +1032,26 @@ async fn a_set_of_files_is_added_all_or_nothing() {
         remote: "gopher://x/y".into(),
         ..file(2)
     });
-    assert_eq!(code(h.engine().add_files(ALICE, &id, bad)), "unsupported-scheme");
-    let twice = vec![file(0), NewFile { remote: server.url("/1"), ..file(0) }];
-    assert_eq!(code(h.engine().add_files(ALICE, &id, twice)), "invalid-argument");
+    assert_eq!(
+        code(h.engine().add_files(ALICE, &id, bad)),
+        "unsupported-scheme"
+    );
+    let twice = vec![
+        file(0),
+        NewFile {
+            remote: server.url("/1"),
+            ..file(0)
+        },
+    ];
+    assert_eq!(
+        code(h.engine().add_files(ALICE, &id, twice)),
+        "invalid-argument"
+    );
     let too_many: Vec<_> = (0..6).map(|n| file(n % 5)).collect();
-    assert_eq!(code(h.engine().add_files(ALICE, &id, too_many)), "too-many-files");
+    assert_eq!(
+        code(h.engine().add_files(ALICE, &id, too_many)),
+        "too-many-files"
+    );
     assert!(h.engine().get(ALICE, &id).unwrap().files.is_empty());
 
     h.engine()
@@ -1095,7 +1110,10 @@ async fn a_checksum_is_verified_before_the_file_counts_as_transferred() {
     h.engine().resume(ALICE, &good).unwrap();
     h.wait_for(&good, JobState::Transferred).await;
     h.engine().complete(ALICE, &good).unwrap();
-    assert_eq!(std::fs::read(h.path("good")).unwrap(), pattern_bytes(0..300_000));
+    assert_eq!(
+        std::fs::read(h.path("good")).unwrap(),
+        pattern_bytes(0..300_000)
+    );
 
     let wrong = job("wrong", &"0".repeat(64)).unwrap();
     h.engine().resume(ALICE, &wrong).unwrap();
@@ -1146,7 +1164,10 @@ async fn a_plugin_that_calls_a_short_or_long_body_whole_is_not_believed() {
         let error = job.error.expect("the job failed").error;
         assert_eq!(error.code, "length-mismatch", "{url}: {error}");
         assert!(!job.files[0].complete, "{url}");
-        assert_eq!(job.files[0].bytes_total, Some(if url.contains("short") { 10 } else { 3 }));
+        assert_eq!(
+            job.files[0].bytes_total,
+            Some(if url.contains("short") { 10 } else { 3 })
+        );
         if url.contains("long") {
             assert_eq!(job.files[0].bytes_transferred, 0, "a long body is not kept");
         }
@@ -1194,4 +1215,107 @@ async fn a_temporary_file_shorter_than_its_record_starts_the_file_over() {
     );
     let last = server.requests_for("/f").into_iter().last().unwrap();
     assert_eq!(last.header("range"), None, "the file started over");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn complete_racing_cancel_ends_one_way_and_never_brings_the_job_back() {
+    let server = TestServer::start().await;
+    server.put("/f", Resource::pattern(20_000));
+    let mut h = Harness::default();
+    let mut outcomes = (0, 0);
+    for round in 0..12 {
+        let dest = h.path(&format!("f{round}"));
+        let id = download_job(&h, &[(&server.url("/f"), &dest)]);
+        h.engine().resume(ALICE, &id).unwrap();
+        h.wait_for(&id, JobState::Transferred).await;
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let (completed, cancelled) = std::thread::scope(|scope| {
+            let complete = scope.spawn(|| {
+                barrier.wait();
+                h.engine().complete(ALICE, &id).map(|_| ())
+            });
+            let cancel = scope.spawn(|| {
+                barrier.wait();
+                h.engine().cancel(ALICE, &id)
+            });
+            (complete.join().unwrap(), cancel.join().unwrap())
+        });
+        match (&completed, &cancelled) {
+            (Ok(()), Err(e)) => {
+                assert!(matches!(e.code(), "invalid-state" | "not-found"), "{e}");
+                assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..20_000));
+                outcomes.0 += 1;
+            }
+            (Err(e), Ok(())) => {
+                assert!(matches!(e.code(), "invalid-state" | "not-found"), "{e}");
+                assert!(!dest.exists(), "a cancelled job leaves no file");
+                outcomes.1 += 1;
+            }
+            other => panic!("round {round}: complete and cancel both {other:?}"),
+        }
+        assert_eq!(h.engine().get(ALICE, &id).unwrap_err().code(), "not-found");
+        assert!(h.temp_files().is_empty(), "{:?}", h.temp_files());
+    }
+    // Nothing of the twelve jobs comes back after a restart.
+    h.restart().await;
+    assert!(h.engine().list(ALICE, false).unwrap().is_empty());
+    eprintln!("complete won {} rounds, cancel {}", outcomes.0, outcomes.1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_transfer_starts_while_complete_moves_the_files() {
+    let server = TestServer::start().await;
+    let h = Harness::default();
+    let mut files = Vec::new();
+    for n in 0..30 {
+        server.put(&format!("/done{n}"), Resource::pattern(4_000));
+        files.push((
+            server.url(&format!("/done{n}")),
+            h.path(&format!("done{n}")),
+        ));
+    }
+    server.put("/slow", Resource::pattern(50_000_000).slow(100_000));
+    files.push((server.url("/slow"), h.path("slow")));
+    let refs: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_path()))
+        .collect();
+    let id = download_job(&h, &refs);
+    h.engine().resume(ALICE, &id).unwrap();
+    for _ in 0..3000 {
+        let job = h.engine().get(ALICE, &id).unwrap();
+        if job.files[30].bytes_transferred > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let completion = std::thread::scope(|scope| {
+        // The scheduler runs as often as it can while complete moves files.
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                h.engine().tick();
+            }
+        });
+        let completion = h.engine().complete(ALICE, &id);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        completion
+    })
+    .unwrap();
+    assert!(completion.partial);
+    assert_eq!(completion.files.len(), 30);
+    assert_eq!(
+        server.requests_for("/slow").len(),
+        1,
+        "the slow file's transfer was not started again"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(h.temp_files().is_empty(), "{:?}", h.temp_files());
+    assert!(!h.path("slow").exists());
+    for n in 0..30 {
+        assert_eq!(
+            std::fs::read(h.path(&format!("done{n}"))).unwrap(),
+            pattern_bytes(0..4_000)
+        );
+    }
 }
