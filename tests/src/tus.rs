@@ -91,6 +91,25 @@ impl TusServer {
 
     /// Installs (if needed) and starts the server with the given replies.
     pub fn start_with(reply: TusReply) -> TusServer {
+        match reply {
+            TusReply::Plain => TusServer::spawn(&[]),
+            TusReply::Digest => TusServer::spawn(&[("TUS_REPLY", "digest")]),
+            TusReply::WrongDigest => TusServer::spawn(&[("TUS_REPLY", "wrong-digest")]),
+        }
+    }
+
+    /// Installs (if needed) and starts the server behind the checksum
+    /// extension (SHA-1), damaging the first checked PATCH when asked.
+    pub fn start_with_checksum(damage_once: bool) -> TusServer {
+        let mode = if damage_once {
+            "sha1-damage-once"
+        } else {
+            "sha1"
+        };
+        TusServer::spawn(&[("TUS_CHECKSUM", mode)])
+    }
+
+    fn spawn(env: &[(&str, &str)]) -> TusServer {
         ensure_installed();
         let dir = tempfile::tempdir().expect("a directory for the uploads");
         let mut command = Command::new("node");
@@ -102,15 +121,7 @@ impl TusServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        match reply {
-            TusReply::Plain => {}
-            TusReply::Digest => {
-                command.env("TUS_REPLY", "digest");
-            }
-            TusReply::WrongDigest => {
-                command.env("TUS_REPLY", "wrong-digest");
-            }
-        }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("node runs the tus server");
         let stdout = child.stdout.take().expect("the server's stdout");
         let log = Arc::new(Mutex::new(Vec::new()));

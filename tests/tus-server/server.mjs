@@ -13,8 +13,15 @@
 // ({"id", "size", "sha256"}) and a Repr-Digest header, as a deployment's
 // onUploadFinish hook would; TUS_REPLY=wrong-digest reports the digest of
 // other bytes.
+//
+// TUS_CHECKSUM=sha1 adds the checksum extension in front of the server, as a
+// proxy would: OPTIONS offers `checksum` with `sha1`, and a PATCH with an
+// Upload-Checksum is read whole and checked before the server sees it (460
+// when it does not match). TUS_CHECKSUM=sha1-damage-once damages the first
+// checked PATCH's bytes on arrival, so its check fails once.
 
 import http from 'node:http';
+import { Readable } from 'node:stream';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -79,12 +86,47 @@ const tus = new Server(options);
 tus.on(EVENTS.POST_FINISH, (_req, _res, upload) => log({ event: 'finish', id: upload.id, size: upload.size }));
 tus.on(EVENTS.POST_TERMINATE, (_req, _res, id) => log({ event: 'terminate', id }));
 
-const server = http.createServer((req, res) => {
+const checksum = process.env.TUS_CHECKSUM || '';
+let damage = checksum === 'sha1-damage-once';
+
+// The PATCH's body read whole, then checked against its Upload-Checksum;
+// the request the server then gets is the same one, replayed from memory.
+async function checked(req, res) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  const body = Buffer.concat(chunks);
+  if (damage && body.length > 0) {
+    body[0] ^= 0xff;
+    damage = false;
+  }
+  const [algorithm, expected] = String(req.headers['upload-checksum']).split(' ');
+  const actual = crypto.createHash('sha1').update(body).digest('base64');
+  if (algorithm !== 'sha1' || actual !== expected) {
+    res.writeHead(460, { 'Tus-Resumable': '1.0.0', 'Content-Length': 0 });
+    res.end();
+    return null;
+  }
+  const replay = Readable.from([body]);
+  for (const key of ['headers', 'rawHeaders', 'method', 'url', 'httpVersion', 'httpVersionMajor', 'httpVersionMinor', 'socket', 'connection']) {
+    replay[key] = req[key];
+  }
+  replay.headers = { ...req.headers, 'content-length': String(body.length) };
+  delete replay.headers['transfer-encoding'];
+  return replay;
+}
+
+const server = http.createServer(async (req, res) => {
   // The answer's headers, however the server writes them.
   let answered = {};
   const writeHead = res.writeHead.bind(res);
   res.writeHead = (status, ...rest) => {
     answered = headerObject(rest.find((r) => r && typeof r === 'object') ?? {});
+    if (checksum && req.method === 'OPTIONS') {
+      const extensions = answered['tus-extension'] ? `${answered['tus-extension']},checksum` : 'checksum';
+      const headers = { ...answered, 'tus-extension': extensions, 'tus-checksum-algorithm': 'sha1' };
+      answered = headers;
+      return writeHead(status, headers);
+    }
     return writeHead(status, ...rest);
   };
   res.on('finish', () =>
@@ -98,6 +140,11 @@ const server = http.createServer((req, res) => {
       answer_offset: res.getHeader('upload-offset') ?? answered['upload-offset'] ?? null,
     }),
   );
+  if (checksum && req.method === 'PATCH' && req.headers['upload-checksum']) {
+    const replay = await checked(req, res);
+    if (replay) tus.handle(replay, res);
+    return;
+  }
   tus.handle(req, res);
 });
 server.listen(Number(process.env.TUS_PORT || 0), '127.0.0.1', () => log({ event: 'listening', port: server.address().port }));

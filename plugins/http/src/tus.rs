@@ -1,5 +1,5 @@
 //! tus 1.0 (<https://tus.io/protocols/resumable-upload>): core, creation,
-//! termination.
+//! termination, checksum.
 //!
 //! - A first attempt creates the upload (`POST` with `Upload-Length` and
 //!   `Upload-Metadata: filename`), records its URL with the host, and sends
@@ -12,6 +12,11 @@
 //!   server's offset again and going on from it, a few times in a row
 //!   before the call gives up (transiently); so is a `409` (the server holds
 //!   another offset than the plugin thought).
+//! - When the server offers the checksum extension with SHA-1 (`OPTIONS`:
+//!   `Tus-Extension: checksum`, `Tus-Checksum-Algorithm: sha1`), every
+//!   `PATCH` carries `Upload-Checksum: sha1 BASE64` of its bytes (read once
+//!   more from the source to hash them); a `460` (the bytes arrived other
+//!   than sent) is met by sending the chunk again.
 //! - `cancel` terminates the upload (`DELETE`); one the server no longer
 //!   knows counts as terminated.
 //! - For an upload-reply job the reply is the server's answer to the last
@@ -21,9 +26,10 @@ use crate::protocol::{Protocol, Session};
 use base64::Engine as _;
 use ferry_guest_sdk::http::{Method, Request, Response};
 use ferry_guest_sdk::{
-    ErrorClass, ErrorContext, JobContext, ReplySink, Source, TransferError, UploadRequest,
-    check_cancelled,
+    ErrorClass, ErrorContext, JobContext, ReplySink, Source, StreamError, TransferError,
+    UploadRequest, check_cancelled,
 };
+use sha1::Digest as _;
 
 /// The header every tus request carries.
 pub const RESUMABLE: (&str, &str) = ("tus-resumable", "1.0.0");
@@ -42,6 +48,7 @@ pub fn upload(
     reply: Option<&ReplySink>,
 ) -> Result<(), TransferError> {
     let size = source.size();
+    let checksum = offers_sha1(job, &request.url)?;
     let (upload_url, mut offset) = match session {
         Some(upload_url) => (
             upload_url.to_string(),
@@ -56,9 +63,10 @@ pub fn upload(
     loop {
         check_cancelled()?;
         let length = CHUNK.min(size - offset);
-        let sent = patch(job, &upload_url, source, offset, length);
+        let sent = patch(job, &upload_url, source, offset, length, checksum);
         let response = match sent {
-            Ok(response) if response.status == 409 => None,
+            // Another offset than ours, or bytes that arrived damaged.
+            Ok(response) if matches!(response.status, 409 | 460) => None,
             Ok(response) => Some(response),
             Err(e)
                 if e.is_transient() && !matches!(e.code, ferry_guest_sdk::ErrorCode::Cancelled) =>
@@ -138,20 +146,79 @@ pub fn cancel(job: &JobContext, upload_url: &str) -> Result<(), TransferError> {
     }
 }
 
-/// Sends bytes `offset..offset + length` in one `PATCH`.
+/// Sends bytes `offset..offset + length` in one `PATCH`, with their SHA-1
+/// when `checksum` says the server checks it.
 fn patch(
     job: &JobContext,
     upload_url: &str,
     source: &Source,
     offset: u64,
     length: u64,
+    checksum: bool,
 ) -> Result<Response, TransferError> {
-    let body = source.open(offset)?;
-    Request::for_job(job, Method::Patch, upload_url)?
+    let mut request = Request::for_job(job, Method::Patch, upload_url)?
         .header(RESUMABLE.0, RESUMABLE.1)
         .header("upload-offset", &offset.to_string())
-        .header("content-type", "application/offset+octet-stream")
-        .send_with_body(&body, length)
+        .header("content-type", "application/offset+octet-stream");
+    if checksum {
+        let digest = sha1_of(source, offset, length)?;
+        request = request.header(
+            "upload-checksum",
+            &format!(
+                "sha1 {}",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            ),
+        );
+    }
+    let body = source.open(offset)?;
+    request.send_with_body(&body, length)
+}
+
+/// Whether the server at `url` offers the checksum extension with SHA-1.
+fn offers_sha1(job: &JobContext, url: &str) -> Result<bool, TransferError> {
+    let response = Request::for_job(job, Method::Options, url)?
+        .header(RESUMABLE.0, RESUMABLE.1)
+        .send()?;
+    let listed = |name: &str, item: &str| {
+        response
+            .header(name)
+            .is_some_and(|v| v.split(',').any(|e| e.trim().eq_ignore_ascii_case(item)))
+    };
+    Ok((200..300).contains(&response.status)
+        && listed("tus-extension", "checksum")
+        && listed("tus-checksum-algorithm", "sha1"))
+}
+
+/// The SHA-1 of bytes `offset..offset + length` of the source.
+fn sha1_of(source: &Source, offset: u64, length: u64) -> Result<Vec<u8>, TransferError> {
+    let input = source.open(offset)?;
+    let mut hasher = sha1::Sha1::new();
+    let mut left = length;
+    while left > 0 {
+        check_cancelled()?;
+        match input.blocking_read(left.min(64 * 1024)) {
+            Ok(chunk) => {
+                left -= chunk.len() as u64;
+                hasher.update(&chunk);
+            }
+            Err(StreamError::Closed) => {
+                return Err(TransferError::fatal(
+                    ErrorContext::LocalFile,
+                    ferry_guest_sdk::ErrorCode::other("local-file-changed"),
+                    format!("the source ended {left} bytes before {}", offset + length),
+                ));
+            }
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(TransferError::other(
+                    ErrorClass::Transient,
+                    ErrorContext::LocalFile,
+                    "read-failed",
+                    format!("reading the source failed: {}", e.to_debug_string()),
+                ));
+            }
+        }
+    }
+    Ok(hasher.finalize().to_vec())
 }
 
 /// Creates the upload for `size` bytes and records its URL with the host.
