@@ -4,7 +4,8 @@
 //!
 //! - `health`: `GET /v1/health`, the cheapest call (routing, peer, JSON);
 //! - `info`: `GET /v1/jobs/{id}`;
-//! - `lifecycle (no transfer)`: create + add + cancel;
+//! - `lifecycle (no transfer)`: create + add + cancel; and the same from
+//!   eight clients at once (`x8`), each on its own connection;
 //! - `lifecycle (1 KiB download)`: create + add + resume + wait for
 //!   `transferred` (event stream) + complete, against a loopback server.
 //!
@@ -37,6 +38,23 @@ fn report(what: &str, n: usize, started: Instant) {
         "{what:<32} {n:>6} in {secs:>7.3} s  = {:>9.0} /s",
         n as f64 / secs
     );
+}
+
+/// Create, add one file, cancel: three durable changes.
+async fn lifecycle(client: &mut Client, url: &str, local: &Path) {
+    let id = ok(client, Method::POST, "/v1/jobs", "{}".into()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = format!("{{\"remote\": {url:?}, \"local\": {local:?}}}");
+    ok(client, Method::POST, &format!("/v1/jobs/{id}/files"), body).await;
+    ok(
+        client,
+        Method::POST,
+        &format!("/v1/jobs/{id}/cancel"),
+        String::new(),
+    )
+    .await;
 }
 
 fn main() {
@@ -104,6 +122,28 @@ fn main() {
             .await;
         }
         report("lifecycle (no transfer)", n, started);
+
+        // The same lifecycles from eight clients at once, each on its own
+        // connection: what group commit is for.
+        let clients = 8;
+        let n = 2000 * scale;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let socket = daemon.socket.clone();
+            let url = server.url("/small");
+            let dir = downloads.path().to_path_buf();
+            tasks.push(tokio::spawn(async move {
+                let mut client = Client::connect(&socket).await.unwrap();
+                for i in 0..n / clients {
+                    lifecycle(&mut client, &url, &dir.join(format!("p{c}-{i}"))).await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        report("lifecycle (no transfer) x8", n, started);
 
         let n = 100 * scale;
         let started = Instant::now();

@@ -155,6 +155,29 @@ async fn a_resume_without_a_validator_starts_the_file_over() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_retry_with_every_byte_already_held_completes_instead_of_a_416() {
+    let server = start_with("/file", Resource::pattern(10_000)).await;
+    let target = Target::with_content(&pattern_bytes(0..10_000));
+    let resume = DownloadRequest {
+        validator: server
+            .resource("/file")
+            .unwrap()
+            .etag_value()
+            .map(Validator::Etag),
+        ..request(&server.url("/file"), 10_000)
+    };
+    let (result, progress) = target.download(&runtime(), resume, 10_000, &job()).await;
+    result.unwrap();
+    assert_eq!(target.content(), pattern_bytes(0..10_000));
+    assert_eq!(progress.written_to.load(Ordering::Acquire), 10_000);
+    assert_eq!(
+        server.requests_for("/file")[0].header("range"),
+        Some("bytes=10000-"),
+        "the server answered 416, which ends the file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_connection_keeps_the_bytes_and_resumes_from_there() {
     let len = 4 * MIB;
     let server = start_with("/file", Resource::pattern(len).drop_after(MIB + 3)).await;
