@@ -27,6 +27,8 @@ const PLUGINS: &[(&str, &str)] = &[
     ),
     // The example for plugin authors, so CI builds and runs it too.
     ("ferry-example-mirror", "FERRY_MIRROR_EXAMPLE"),
+    // The conformance suite's broken transports (one flaw each, by scheme).
+    ("ferry-test-plugin-broken", "FERRY_BROKEN_PLUGIN"),
 ];
 
 fn main() {

@@ -59,7 +59,7 @@
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "ferry:transfer/imports@0.2.0",
         generate_all,
     });
@@ -69,7 +69,7 @@ pub mod bindings {
 macro_rules! export_module {
     ($($config:tt)*) => {
         wit_bindgen::generate!({
-            path: "../wit",
+            path: "wit",
             $($config)*
             with: {
                 "ferry:transfer/types@0.2.0": crate::bindings::ferry::transfer::types,
@@ -127,7 +127,7 @@ pub mod __upload_reply {
 #[doc(hidden)]
 pub mod __reply_processing {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "ferry:transfer/reply-processor@0.2.0",
         with: {
             "ferry:transfer/types@0.2.0": crate::bindings::ferry::transfer::types,

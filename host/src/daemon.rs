@@ -71,8 +71,10 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
     make_dir(state_dir, 0o700)?;
     tracing::info!(state_dir = %state_dir.display(), socket = %paths.socket.display(), config = %paths.config.display(), "starting");
 
-    let mut runtime = PluginRuntime::with_builtins(config.runtime(state_dir)?)?;
+    let runtime = PluginRuntime::with_builtins(config.runtime(state_dir)?)?;
     let plugins_dir = config.plugins_dir(state_dir);
+    // `ferry plugins reload` and SIGHUP read it again, even if it is created later.
+    runtime.set_plugins_dir(&plugins_dir);
     if plugins_dir.is_dir() {
         let (loaded, failed) = runtime.load_dir(&plugins_dir)?;
         tracing::info!(
@@ -83,6 +85,7 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
         );
     }
     let runtime = Arc::new(runtime);
+    let plugins = runtime.clone();
     let store = SledStore::open(&state_dir.join("jobs"))?;
     let engine = Engine::open(
         config.engine(),
@@ -114,9 +117,16 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
         path: "SIGINT".into(),
         source,
     })?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let mut hup = signal(SignalKind::hangup()).map_err(|source| DaemonError::Socket {
+        path: "SIGHUP".into(),
+        source,
+    })?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => break tracing::info!("SIGINT: shutting down"),
+            _ = hup.recv() => reload_plugins(&plugins),
+        }
     }
     shutdown.cancel();
     let _ = server.await;
@@ -128,6 +138,19 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
     }
     tracing::info!("stopped; every job is saved");
     Ok(())
+}
+
+/// SIGHUP: reads the plugins directory again (see `PluginRuntime::reload`).
+fn reload_plugins(runtime: &PluginRuntime) {
+    match runtime.reload() {
+        Ok(reloaded) => tracing::info!(
+            loaded = ?reloaded.loaded,
+            removed = ?reloaded.removed,
+            refused = reloaded.refused.len(),
+            "SIGHUP: plugins reloaded"
+        ),
+        Err(e) => tracing::error!("SIGHUP: the plugins were not reloaded: {e}"),
+    }
 }
 
 fn make_dir(dir: &Path, mode: u32) -> Result<(), DaemonError> {

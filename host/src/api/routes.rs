@@ -7,7 +7,7 @@
 use super::error::{ApiError, ErrorBody};
 use super::views::{
     AddFileRequest, CompletedReply, CompletionView, CreateRequest, CreatedView, CredentialsRequest,
-    HealthView, JobView, PluginView, ReplyDataView, SetRequest, StateView,
+    HealthView, JobView, PluginState, PluginView, ReloadView, ReplyDataView, SetRequest, StateView,
 };
 use super::{ApiState, OPENAPI, Peer, sse};
 use crate::engine::Setting;
@@ -33,6 +33,7 @@ pub enum Route {
     Health,
     OpenApi,
     Plugins,
+    ReloadPlugins,
     ListJobs,
     CreateJob,
     GetJob,
@@ -53,6 +54,7 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/v1/health", Route::Health),
     ("GET", "/v1/openapi.json", Route::OpenApi),
     ("GET", "/v1/plugins", Route::Plugins),
+    ("POST", "/v1/plugins/reload", Route::ReloadPlugins),
     ("GET", "/v1/jobs", Route::ListJobs),
     ("POST", "/v1/jobs", Route::CreateJob),
     ("GET", "/v1/jobs/{id}", Route::GetJob),
@@ -167,21 +169,27 @@ async fn dispatch(
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(Bytes::from_static(OPENAPI.as_bytes())))
             .expect("a valid response")),
-        Route::Plugins => {
-            let mut list: Vec<PluginView> = state
+        Route::Plugins => Ok(json(StatusCode::OK, &plugin_list(state))),
+        Route::ReloadPlugins => {
+            // The plugins serve every user of the daemon.
+            if !caller.admin && caller.uid != state.daemon_uid {
+                return Err(ApiError::new(
+                    "access-denied",
+                    "reloading the plugins is for administrators and the daemon's own user",
+                ));
+            }
+            let reloaded = state
                 .runtime
-                .plugins()
-                .map(|p| PluginView {
-                    name: p.manifest.name.clone(),
-                    version: p.manifest.version.clone(),
-                    schemes: p.manifest.schemes.clone(),
-                    builtin: p.builtin,
-                    contract: p.contract.version().to_string(),
-                    abilities: p.abilities.iter().map(|a| a.name().to_string()).collect(),
-                })
-                .collect();
-            list.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(json(StatusCode::OK, &list))
+                .reload()
+                .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+            Ok(json(
+                StatusCode::OK,
+                &ReloadView {
+                    loaded: reloaded.loaded,
+                    removed: reloaded.removed,
+                    plugins: plugin_list(state),
+                },
+            ))
         }
         Route::ListJobs => {
             let jobs = engine.list(caller, all_users)?;
@@ -524,6 +532,47 @@ async fn read_json<T: DeserializeOwned>(
         };
         ApiError::new(code, format!("the request body is not accepted: {e}"))
     })
+}
+
+/// The loaded plugins, then the refused ones, each by name.
+fn plugin_list(state: &ApiState) -> Vec<PluginView> {
+    let mut list: Vec<PluginView> = state
+        .runtime
+        .plugins()
+        .map(|p| PluginView {
+            name: p.manifest.name.clone(),
+            version: p.manifest.version.clone(),
+            schemes: p.manifest.schemes.clone(),
+            builtin: p.builtin,
+            contract: p.contract.version().to_string(),
+            abilities: p.abilities.iter().map(|a| a.name().to_string()).collect(),
+            state: PluginState::Loaded,
+            code: None,
+            reason: None,
+            path: None,
+        })
+        .collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut refused: Vec<PluginView> = state
+        .runtime
+        .refused()
+        .into_iter()
+        .map(|r| PluginView {
+            name: r.name,
+            version: String::new(),
+            schemes: r.schemes,
+            builtin: false,
+            contract: String::new(),
+            abilities: Vec::new(),
+            state: PluginState::Refused,
+            code: Some(r.code.to_string()),
+            reason: Some(r.reason),
+            path: Some(r.path),
+        })
+        .collect();
+    refused.sort_by(|a, b| a.name.cmp(&b.name));
+    list.extend(refused);
+    list
 }
 
 /// Action routes take no body, or `{}`.

@@ -424,6 +424,38 @@ pub struct PluginView {
     /// `upload`, `upload-reply`, `reply-processing`.
     #[serde(default)]
     pub abilities: Vec<String>,
+    /// `loaded`, or `refused` (a third-party plugin that did not load).
+    #[serde(default)]
+    pub state: PluginState,
+    /// Why a refused plugin did not load: a stable code...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// ...and a sentence naming the file and what to fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The refused plugin's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+/// Whether a plugin of `GET /v1/plugins` loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginState {
+    #[default]
+    Loaded,
+    Refused,
+}
+
+/// `POST /v1/plugins/reload`: what changed, and the plugins as they are now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadView {
+    /// Third-party plugins loaded by the reload.
+    pub loaded: Vec<String>,
+    /// Third-party plugins that were loaded and are gone.
+    pub removed: Vec<String>,
+    /// Every plugin now, as `GET /v1/plugins` lists them.
+    pub plugins: Vec<PluginView>,
 }
 
 #[cfg(test)]

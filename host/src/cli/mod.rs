@@ -13,7 +13,7 @@ mod upload;
 
 use crate::api::views::{
     CompletionView, CreateRequest, CreatedView, CredentialsRequest, HeaderRequest, JobView,
-    PluginView, RangeRequest, SetRequest, StateView,
+    RangeRequest, SetRequest, StateView,
 };
 use crate::api::{ApiErrorView, views::AddFileRequest};
 use crate::config::{Env, Paths};
@@ -238,8 +238,12 @@ enum Command {
         #[arg(long, conflicts_with = "job")]
         all_users: bool,
     },
-    /// List the plugins the daemon loaded.
-    Plugins,
+    /// List the plugins the daemon loaded and those it refused (with why);
+    /// `ferry plugins reload` reads the plugins directory again.
+    Plugins {
+        #[command(subcommand)]
+        action: Option<plugin_cmd::PluginsAction>,
+    },
     /// Test a plugin with the conformance suite, or start a new one.
     Plugin {
         #[command(subcommand)]
@@ -594,25 +598,7 @@ async fn client_command(client: &mut Client, command: Command, json: bool) -> Ou
                 format!("job {} is now owned by {}", v.id, v.owner)
             }))
         }
-        Command::Plugins => {
-            let list: Vec<PluginView> = client.call(Method::GET, "/v1/plugins", NO_BODY).await?;
-            Ok(show(json, &list, |l| {
-                l.iter()
-                    .map(|p| {
-                        format!(
-                            "{}\t{}\t{}\t{}\t{}\tferry:transfer@{}",
-                            p.name,
-                            p.version,
-                            p.schemes.join(","),
-                            p.abilities.join(","),
-                            if p.builtin { "built-in" } else { "third-party" },
-                            p.contract
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            }))
-        }
+        Command::Plugins { action } => plugin_cmd::plugins(client, action, json).await,
         Command::Watch { job, all_users } => watch(client, job, all_users, json).await,
         Command::Get {
             url,

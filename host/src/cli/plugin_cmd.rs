@@ -1,8 +1,12 @@
 //! `ferry plugin test` (the conformance suite) and `ferry plugin new` (a
 //! ready plugin crate). Neither needs a daemon.
 
+use super::client::Client;
+use super::{NO_BODY, Outcome as CliOutcome, show};
+use crate::api::views::{PluginState, PluginView, ReloadView};
 use crate::conformance::{self, Options, report};
 use clap::Subcommand;
+use http::Method;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -59,6 +63,77 @@ pub enum PluginCommand {
         #[arg(long, value_name = "DIR")]
         sdk_path: Option<PathBuf>,
     },
+}
+
+/// What `ferry plugins` does besides listing.
+#[derive(Subcommand)]
+pub enum PluginsAction {
+    /// Read the plugins directory again: load added and changed plugins,
+    /// drop removed ones (the daemon does the same on SIGHUP).
+    Reload,
+}
+
+/// `ferry plugins [reload]`: the daemon's plugins, loaded and refused.
+pub(super) async fn plugins(
+    client: &mut Client,
+    action: Option<PluginsAction>,
+    json: bool,
+) -> CliOutcome {
+    match action {
+        None => {
+            let list: Vec<PluginView> = client.call(Method::GET, "/v1/plugins", NO_BODY).await?;
+            Ok(show(json, &list, |l| plugin_lines(l)))
+        }
+        Some(PluginsAction::Reload) => {
+            let view: ReloadView = client
+                .call(
+                    Method::POST,
+                    "/v1/plugins/reload",
+                    Some(&serde_json::json!({})),
+                )
+                .await?;
+            Ok(show(json, &view, |v| {
+                let names = |list: &[String]| {
+                    if list.is_empty() {
+                        "none".to_string()
+                    } else {
+                        list.join(", ")
+                    }
+                };
+                format!(
+                    "reloaded: loaded {}; removed {}\n{}",
+                    names(&v.loaded),
+                    names(&v.removed),
+                    plugin_lines(&v.plugins)
+                )
+            }))
+        }
+    }
+}
+
+/// One line a plugin: loaded ones with what they do, refused ones with why.
+fn plugin_lines(list: &[PluginView]) -> String {
+    list.iter()
+        .map(|p| match p.state {
+            PluginState::Loaded => format!(
+                "{}\t{}\t{}\t{}\t{}\tferry:transfer@{}",
+                p.name,
+                p.version,
+                p.schemes.join(","),
+                p.abilities.join(","),
+                if p.builtin { "built-in" } else { "third-party" },
+                p.contract
+            ),
+            PluginState::Refused => format!(
+                "{}\trefused\t{}\t{}: {}",
+                p.name,
+                p.schemes.join(","),
+                p.code.as_deref().unwrap_or(""),
+                p.reason.as_deref().unwrap_or("")
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Runs a `ferry plugin` command; prints its output.

@@ -28,6 +28,7 @@ use crate::plugin::manifest::{Capability, Manifest};
 use crate::plugin::network::{NetworkConfig, Proxy};
 use crate::plugin::{
     Destination, DownloadRequest, JobContext, Plugin, PluginRuntime, RemoteInfo, RuntimeConfig,
+    RuntimeError,
 };
 use futures::future::LocalBoxFuture;
 use server::{Recorded, Server};
@@ -255,7 +256,7 @@ pub async fn run(manifest: &str, wasm: &[u8], options: &Options) -> Result<Repor
         grants: HashMap::from([(name.clone(), grant)]),
         ..RuntimeConfig::default()
     };
-    let mut runtime = PluginRuntime::new(config).map_err(|e| SuiteError::Runtime(e.to_string()))?;
+    let runtime = PluginRuntime::new(config).map_err(|e| SuiteError::Runtime(e.to_string()))?;
     let loaded = runtime.load(manifest, wasm, false);
     let mut report = Report {
         plugin: name.clone(),
@@ -270,9 +271,11 @@ pub async fn run(manifest: &str, wasm: &[u8], options: &Options) -> Result<Repor
         results: Vec::new(),
         millis: 0,
     };
+    let mut mismatch = false;
     let plugin = match loaded {
-        Ok(name) => runtime.plugins().find(|p| p.manifest.name == name).cloned(),
+        Ok(name) => runtime.plugins().find(|p| p.manifest.name == name),
         Err(e) => {
+            mismatch = matches!(e, RuntimeError::Mismatch { .. });
             report.load_error = Some(e.to_string());
             None
         }
@@ -280,7 +283,7 @@ pub async fn run(manifest: &str, wasm: &[u8], options: &Options) -> Result<Repor
     let Some(plugin) = plugin else {
         let error = report.load_error.clone().unwrap_or_default();
         for check in checks() {
-            let outcome = match checks::load_verdict(check.id, &error) {
+            let outcome = match checks::load_verdict(check.id, &error, mismatch) {
                 Some(verdict) => verdict,
                 None => Outcome::NotRun,
             };

@@ -98,6 +98,138 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("plugin {plugin}: {wasm} has no manifest beside it (Ferry reads {manifest})")]
+    ManifestMissing {
+        plugin: String,
+        wasm: PathBuf,
+        manifest: PathBuf,
+    },
+    #[error("plugin {plugin}: the manifest {manifest} has no component beside it (Ferry reads {wasm})")]
+    ComponentMissing {
+        plugin: String,
+        manifest: PathBuf,
+        wasm: PathBuf,
+    },
+    #[error("no plugins directory to reload from (the daemon's configuration names none)")]
+    NoPluginsDir,
+}
+
+impl RuntimeError {
+    /// The stable, kebab-case code of the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RuntimeError::Engine(_) => "engine-failed",
+            RuntimeError::Network(_) => "network-failed",
+            RuntimeError::Manifest { .. } => "manifest-invalid",
+            RuntimeError::Component { .. } => "component-invalid",
+            RuntimeError::Contract { .. } => "contract-unsupported",
+            RuntimeError::Mismatch { .. } => "manifest-mismatch",
+            RuntimeError::SchemeTaken { .. } => "scheme-taken",
+            RuntimeError::NameTaken { .. } => "name-taken",
+            RuntimeError::PluginsDir { .. } => "plugins-dir-unreadable",
+            RuntimeError::ManifestMissing { .. } => "manifest-missing",
+            RuntimeError::ComponentMissing { .. } => "component-missing",
+            RuntimeError::NoPluginsDir => "no-plugins-dir",
+        }
+    }
+}
+
+/// A third-party plugin the runtime did not load, and why.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The manifest's name, else the files' common stem.
+    pub name: String,
+    /// The schemes its manifest names, when it could be read.
+    pub schemes: Vec<String>,
+    /// The component's path (or the manifest's, when the component is missing).
+    pub path: PathBuf,
+    /// The error's stable code.
+    pub code: &'static str,
+    /// Why, for people.
+    pub reason: String,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default)]
+pub struct Reloaded {
+    /// Third-party plugins loaded now, by name.
+    pub loaded: Vec<String>,
+    /// Third-party plugins loaded before and gone now.
+    pub removed: Vec<String>,
+    /// Plugins refused now.
+    pub refused: Vec<Refused>,
+}
+
+/// The loaded plugins, the schemes they serve and the refused ones: swapped
+/// whole by a reload, so a call sees one set or the other.
+#[derive(Default)]
+struct Catalog {
+    plugins: HashMap<String, Arc<Plugin>>,
+    schemes: HashMap<String, String>,
+    refused: Vec<Refused>,
+}
+
+impl Catalog {
+    /// Adds `plugin` unless its name or a scheme is taken.
+    fn insert(&mut self, plugin: Plugin) -> Result<String, RuntimeError> {
+        let name = plugin.manifest.name.clone();
+        if self.plugins.contains_key(&name) {
+            return Err(RuntimeError::NameTaken { plugin: name });
+        }
+        for scheme in &plugin.manifest.schemes {
+            if let Some(other) = self.schemes.get(scheme) {
+                return Err(RuntimeError::SchemeTaken {
+                    plugin: name,
+                    scheme: scheme.clone(),
+                    other: other.clone(),
+                });
+            }
+        }
+        for scheme in &plugin.manifest.schemes {
+            self.schemes.insert(scheme.clone(), name.clone());
+        }
+        tracing::info!(
+            plugin = %name,
+            version = %plugin.manifest.version,
+            contract = plugin.contract.version(),
+            abilities = ?plugin.abilities,
+            builtin = plugin.builtin,
+            "plugin loaded"
+        );
+        self.plugins.insert(name.clone(), Arc::new(plugin));
+        Ok(name)
+    }
+
+    /// Adds what a plugins directory held: the plugins that load, and the
+    /// refusals. Returns the names loaded and the errors.
+    fn absorb(&mut self, found: Vec<Found>) -> (Vec<String>, Vec<RuntimeError>) {
+        let (mut loaded, mut failed) = (Vec::new(), Vec::new());
+        for entry in found {
+            match entry.plugin.and_then(|plugin| self.insert(plugin)) {
+                Ok(name) => loaded.push(name),
+                Err(error) => {
+                    tracing::error!(plugin = %entry.name, "not loaded: {error}");
+                    self.refused.push(Refused {
+                        name: entry.name,
+                        schemes: entry.schemes,
+                        path: entry.path,
+                        code: error.code(),
+                        reason: error.to_string(),
+                    });
+                    failed.push(error);
+                }
+            }
+        }
+        (loaded, failed)
+    }
+}
+
+/// One plugin of a plugins directory, prepared but not yet in a catalog.
+struct Found {
+    name: String,
+    schemes: Vec<String>,
+    path: PathBuf,
+    plugin: Result<Plugin, RuntimeError>,
 }
 
 /// The `ferry:transfer` version a component was built against.
@@ -226,8 +358,9 @@ pub struct PluginRuntime {
     linker: Linker<PluginState>,
     network: Arc<Network>,
     config: RuntimeConfig,
-    plugins: HashMap<String, Arc<Plugin>>,
-    schemes: HashMap<String, String>,
+    catalog: std::sync::RwLock<Catalog>,
+    /// The plugins directory `load_dir` read, for `reload`.
+    plugins_dir: std::sync::Mutex<Option<PathBuf>>,
     pooling: bool,
     _epoch: EpochTicker,
 }
@@ -244,15 +377,15 @@ impl PluginRuntime {
             linker,
             network: Arc::new(Network::new(&config.network)?),
             config,
-            plugins: HashMap::new(),
-            schemes: HashMap::new(),
+            catalog: std::sync::RwLock::new(Catalog::default()),
+            plugins_dir: std::sync::Mutex::new(None),
             pooling,
         })
     }
 
     /// A runtime with the built-in plugins loaded.
     pub fn with_builtins(config: RuntimeConfig) -> Result<PluginRuntime, RuntimeError> {
-        let mut runtime = PluginRuntime::new(config)?;
+        let runtime = PluginRuntime::new(config)?;
         for builtin in crate::plugin::builtin::BUILTINS {
             runtime.load(builtin.manifest, builtin.component, true)?;
         }
@@ -264,61 +397,158 @@ impl PluginRuntime {
         self.pooling
     }
 
-    /// Loads every `NAME.wasm` with its `NAME.toml` manifest from `dir`.
-    /// Returns the names loaded; a plugin that fails is reported in the
-    /// result's error list and the others still load.
+    /// Loads every `NAME.wasm` with its `NAME.toml` manifest from `dir`,
+    /// and remembers `dir` for [`PluginRuntime::reload`]. Returns the names
+    /// loaded; a plugin that fails (a `.wasm` without its manifest, a
+    /// manifest without its `.wasm`, any load error) is in the error list
+    /// and in [`PluginRuntime::refused`], and the others still load.
     pub fn load_dir(
-        &mut self,
+        &self,
         dir: &Path,
     ) -> Result<(Vec<String>, Vec<RuntimeError>), RuntimeError> {
+        let found = self.scan(dir)?;
+        self.set_plugins_dir(dir);
+        Ok(self.write_catalog().absorb(found))
+    }
+
+    /// Names the plugins directory [`PluginRuntime::reload`] reads, without
+    /// reading it now (it may not exist yet).
+    pub fn set_plugins_dir(&self, dir: &Path) {
+        *self.plugins_dir.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir.to_path_buf());
+    }
+
+    /// Reads the plugins directory again: added and changed plugins load,
+    /// removed ones go, built-in ones stay. Calls already running keep the
+    /// plugin they started with; the next call sees the new set. A
+    /// directory that cannot be read changes nothing.
+    pub fn reload(&self) -> Result<Reloaded, RuntimeError> {
+        let dir = self
+            .plugins_dir
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(RuntimeError::NoPluginsDir)?;
+        let found = if dir.is_dir() {
+            self.scan(&dir)?
+        } else {
+            Vec::new()
+        };
+        let mut fresh = Catalog::default();
+        let before: BTreeSet<String> = {
+            let catalog = self.read_catalog();
+            for plugin in catalog.plugins.values().filter(|p| p.builtin) {
+                fresh.plugins.insert(plugin.manifest.name.clone(), plugin.clone());
+                for scheme in &plugin.manifest.schemes {
+                    fresh
+                        .schemes
+                        .insert(scheme.clone(), plugin.manifest.name.clone());
+                }
+            }
+            catalog
+                .plugins
+                .values()
+                .filter(|p| !p.builtin)
+                .map(|p| p.manifest.name.clone())
+                .collect()
+        };
+        let (loaded, _) = fresh.absorb(found);
+        let refused = fresh.refused.clone();
+        *self.write_catalog() = fresh;
+        let removed = before
+            .into_iter()
+            .filter(|name| !loaded.contains(name))
+            .collect();
+        tracing::info!(?loaded, ?removed, refused = refused.len(), "plugins reloaded from {}", dir.display());
+        Ok(Reloaded {
+            loaded,
+            removed,
+            refused,
+        })
+    }
+
+    /// The third-party plugins that did not load, and why.
+    pub fn refused(&self) -> Vec<Refused> {
+        self.read_catalog().refused.clone()
+    }
+
+    /// Prepares every plugin of `dir`, pairing `NAME.wasm` with `NAME.toml`.
+    fn scan(&self, dir: &Path) -> Result<Vec<Found>, RuntimeError> {
         let entries = std::fs::read_dir(dir).map_err(|source| RuntimeError::PluginsDir {
             dir: dir.to_path_buf(),
             source,
         })?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-            .collect();
-        paths.sort();
-        let (mut loaded, mut failed) = (Vec::new(), Vec::new());
-        for wasm_path in paths {
-            let stem = wasm_path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let manifest_path = wasm_path.with_extension("toml");
-            let result = std::fs::read_to_string(&manifest_path)
-                .map_err(|source| RuntimeError::PluginsDir {
-                    dir: manifest_path.clone(),
-                    source,
-                })
-                .and_then(|manifest| {
-                    let wasm =
-                        std::fs::read(&wasm_path).map_err(|source| RuntimeError::PluginsDir {
-                            dir: wasm_path.clone(),
-                            source,
-                        })?;
-                    Ok((manifest, wasm))
-                })
-                .and_then(|(manifest, wasm)| self.load(&manifest, &wasm, false));
-            match result {
-                Ok(name) => loaded.push(name),
-                Err(e) => {
-                    tracing::error!(plugin = %stem, "not loaded: {e}");
-                    failed.push(e);
-                }
+        let mut stems = BTreeSet::new();
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let plugin_file = path
+                .extension()
+                .is_some_and(|x| x == "wasm" || x == "toml");
+            if let (true, Some(stem)) = (plugin_file, path.file_stem()) {
+                stems.insert(stem.to_string_lossy().into_owned());
             }
         }
-        Ok((loaded, failed))
+        let mut found = Vec::new();
+        for stem in stems {
+            let wasm_path = dir.join(format!("{stem}.wasm"));
+            let manifest_path = dir.join(format!("{stem}.toml"));
+            let text = std::fs::read_to_string(&manifest_path);
+            let manifest = text.as_deref().ok().and_then(|t| Manifest::parse(t).ok());
+            let name = manifest.as_ref().map_or(stem.clone(), |m| m.name.clone());
+            let schemes = manifest.map(|m| m.schemes).unwrap_or_default();
+            let plugin = match (wasm_path.exists(), text) {
+                (false, _) => Err(RuntimeError::ComponentMissing {
+                    plugin: name.clone(),
+                    manifest: manifest_path.clone(),
+                    wasm: wasm_path.clone(),
+                }),
+                (true, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(RuntimeError::ManifestMissing {
+                        plugin: name.clone(),
+                        wasm: wasm_path.clone(),
+                        manifest: manifest_path.clone(),
+                    })
+                }
+                (true, Err(source)) => Err(RuntimeError::PluginsDir {
+                    dir: manifest_path.clone(),
+                    source,
+                }),
+                (true, Ok(text)) => std::fs::read(&wasm_path)
+                    .map_err(|source| RuntimeError::PluginsDir {
+                        dir: wasm_path.clone(),
+                        source,
+                    })
+                    .and_then(|wasm| self.prepare(&text, &wasm, false)),
+            };
+            let path = if wasm_path.exists() {
+                wasm_path
+            } else {
+                manifest_path
+            };
+            found.push(Found {
+                name,
+                schemes,
+                path,
+                plugin,
+            });
+        }
+        Ok(found)
+    }
+
+    fn read_catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_catalog(&self) -> std::sync::RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Loads one plugin from its manifest text and component bytes.
-    pub fn load(
-        &mut self,
-        manifest: &str,
-        wasm: &[u8],
-        builtin: bool,
-    ) -> Result<String, RuntimeError> {
+    pub fn load(&self, manifest: &str, wasm: &[u8], builtin: bool) -> Result<String, RuntimeError> {
+        let plugin = self.prepare(manifest, wasm, builtin)?;
+        self.write_catalog().insert(plugin)
+    }
+
+    /// Compiles and checks one plugin, without adding it to the catalog.
+    fn prepare(&self, manifest: &str, wasm: &[u8], builtin: bool) -> Result<Plugin, RuntimeError> {
         let manifest = Manifest::parse(manifest).map_err(|source| RuntimeError::Manifest {
             plugin: "(unnamed)".into(),
             source,
@@ -332,18 +562,6 @@ impl PluginRuntime {
             plugin: name.clone(),
             message,
         };
-        if self.plugins.contains_key(&name) {
-            return Err(RuntimeError::NameTaken { plugin: name });
-        }
-        for scheme in &manifest.schemes {
-            if let Some(other) = self.schemes.get(scheme) {
-                return Err(RuntimeError::SchemeTaken {
-                    plugin: name,
-                    scheme: scheme.clone(),
-                    other: other.clone(),
-                });
-            }
-        }
         let component = self
             .compile(wasm)
             .map_err(|e| component_error(format!("{e:#}")))?;
@@ -384,19 +602,7 @@ impl PluginRuntime {
         };
         plugin.abilities = self.abilities(&plugin).map_err(mismatch)?;
         check_manifest(&plugin).map_err(mismatch)?;
-        for scheme in &plugin.manifest.schemes {
-            self.schemes.insert(scheme.clone(), name.clone());
-        }
-        tracing::info!(
-            plugin = %name,
-            version = %plugin.manifest.version,
-            contract = plugin.contract.version(),
-            abilities = ?plugin.abilities,
-            builtin,
-            "plugin loaded"
-        );
-        self.plugins.insert(name.clone(), Arc::new(plugin));
-        Ok(name)
+        Ok(plugin)
     }
 
     /// What `plugin` can do: its 0.2 exports, or what a 0.1 transport
@@ -440,8 +646,9 @@ impl PluginRuntime {
     }
 
     /// The loaded plugins, by name.
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
-        self.plugins.values()
+    pub fn plugins(&self) -> impl Iterator<Item = Arc<Plugin>> {
+        let plugins: Vec<Arc<Plugin>> = self.read_catalog().plugins.values().cloned().collect();
+        plugins.into_iter()
     }
 
     /// The transport serving `url`'s scheme.
@@ -453,31 +660,49 @@ impl PluginRuntime {
                 format!("{url:?} is not a URL: {e}"),
             )
         })?;
-        self.schemes
+        let catalog = self.read_catalog();
+        catalog
+            .schemes
             .get(parsed.scheme())
-            .and_then(|name| self.plugins.get(name))
+            .and_then(|name| catalog.plugins.get(name))
             .cloned()
             .ok_or_else(|| {
-                TransferError::fatal(
-                    ErrorContext::Policy,
-                    "unsupported-scheme",
-                    format!("no plugin serves the {:?} scheme", parsed.scheme()),
-                )
+                let scheme = parsed.scheme();
+                let refused = catalog
+                    .refused
+                    .iter()
+                    .find(|r| r.schemes.iter().any(|s| s == scheme));
+                let message = match refused {
+                    Some(r) => format!(
+                        "no plugin serves the {scheme:?} scheme: plugin {} ({}) was refused: {}",
+                        r.name,
+                        r.path.display(),
+                        r.reason
+                    ),
+                    None => format!("no plugin serves the {scheme:?} scheme"),
+                };
+                TransferError::fatal(ErrorContext::Policy, "unsupported-scheme", message)
             })
     }
 
     /// The reply processor named `name`.
     pub fn reply_processor(&self, name: &str) -> Result<Arc<Plugin>, TransferError> {
-        self.plugins
+        let catalog = self.read_catalog();
+        catalog
+            .plugins
             .get(name)
             .filter(|p| p.can(Capability::ReplyProcessing))
             .cloned()
             .ok_or_else(|| {
-                TransferError::fatal(
-                    ErrorContext::Policy,
-                    "unknown-plugin",
-                    format!("no reply processor named {name:?}"),
-                )
+                let message = match catalog.refused.iter().find(|r| r.name == name) {
+                    Some(r) => format!(
+                        "no reply processor named {name:?}: plugin {name} ({}) was refused: {}",
+                        r.path.display(),
+                        r.reason
+                    ),
+                    None => format!("no reply processor named {name:?}"),
+                };
+                TransferError::fatal(ErrorContext::Policy, "unknown-plugin", message)
             })
     }
 
@@ -688,7 +913,8 @@ impl PluginRuntime {
     /// Instantiates plugin `name` in a fresh store and drops it: checks that
     /// the plugin starts, and is what every call pays before its work.
     pub async fn instantiate(&self, name: &str) -> Result<(), TransferError> {
-        let plugin = self.plugins.get(name).cloned().ok_or_else(|| {
+        let plugin = self.read_catalog().plugins.get(name).cloned();
+        let plugin = plugin.ok_or_else(|| {
             TransferError::fatal(
                 ErrorContext::Policy,
                 "unknown-plugin",

@@ -43,8 +43,9 @@ pub fn all() -> &'static [Check] {
 }
 
 /// The outcome of the checks about loading when the plugin did not load.
-pub fn load_verdict(id: &str, error: &str) -> Option<Outcome> {
-    sandbox::load_verdict(id, error)
+/// `mismatch`: the manifest and the component disagree.
+pub fn load_verdict(id: &str, error: &str, mismatch: bool) -> Option<Outcome> {
+    sandbox::load_verdict(id, error, mismatch)
 }
 
 /// `len` deterministic bytes; `seed` tells versions of a resource apart.

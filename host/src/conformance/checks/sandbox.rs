@@ -57,11 +57,8 @@ pub fn checks() -> Vec<Check> {
 }
 
 /// When the plugin did not load: which loading check failed, from the
-/// runtime's error.
-pub fn load_verdict(id: &str, error: &str) -> Option<Outcome> {
-    // The runtime names a disagreement between manifest and component in
-    // these words (see `check_manifest`); anything else is a load failure.
-    let mismatch = error.contains("manifest") || error.contains("exports");
+/// runtime's error (`mismatch`: the manifest and the component disagree).
+pub fn load_verdict(id: &str, error: &str, mismatch: bool) -> Option<Outcome> {
     let failed = || {
         Outcome::Failed(Failure::new(
             "the plugin to load",

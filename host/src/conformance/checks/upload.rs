@@ -63,7 +63,7 @@ pub fn checks() -> Vec<Check> {
         check!(
             "upload.unavailable-is-transient",
             Upload,
-            "503 from the server is a transient error.",
+            "A server answering 503 to everything is a transient error.",
             unavailable
         ),
         check!(
@@ -313,12 +313,16 @@ async fn unavailable(cx: &Ctx, _: u64) -> Verdict {
     endpoint(
         cx,
         Uploads {
-            unavailable: 1,
+            unavailable: 1000,
             ..Uploads::default()
         },
     );
     let up = upload(cx, &pattern(1000, 86), None, false).await;
-    failed_with(&up.result, &[], Some(ErrorClass::Transient))
+    failed_with(&up.result, &[], Some(ErrorClass::Transient))?;
+    let held = held(cx);
+    expect(held.is_none(), "no upload session created", || {
+        "a session on an unavailable server".into()
+    })
 }
 
 async fn cancel(cx: &Ctx, _: u64) -> Verdict {
