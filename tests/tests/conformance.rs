@@ -570,3 +570,24 @@ fn a_new_plugin_builds_and_passes_the_suite() {
     assert!(output.status.success(), "{report}");
     assert!(report.contains("demo://{host}:{port}{path}"), "{report}");
 }
+
+/// The documentation lists every check, with the line of documentation the
+/// suite prints for it.
+#[test]
+fn the_docs_list_every_check() {
+    let docs = read("docs/conformance.md");
+    for check in conformance::checks() {
+        let row = format!(
+            "| `{}` | {} | {} |",
+            check.id,
+            check.applies.name(),
+            check.doc
+        );
+        assert!(
+            docs.contains(&row),
+            "docs/conformance.md lacks (or has another line for) {}: regenerate its table from \
+             `ferry plugin test --list --json`",
+            check.id
+        );
+    }
+}

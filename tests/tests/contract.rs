@@ -218,7 +218,10 @@ async fn what_a_plugin_can_do_is_read_from_its_exports() {
     assert_eq!(abilities("hostile"), ["download", "ranges"]);
     assert_eq!(abilities("testup"), ["upload", "upload-reply"]);
     assert_eq!(abilities("reply-upper"), ["reply-processing"]);
-    assert_eq!(abilities("http"), ["download", "ranges"]);
+    assert_eq!(
+        abilities("http"),
+        ["download", "upload", "upload-reply", "ranges"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,151 @@
+//! `complete` (SPEC §2): files moved into place atomically and durably, the
+//! job held while it happens; and deleting temporary files.
+
+use super::*;
+
+impl Engine {
+    /// Completes the job (SPEC §2): downloads move every fully transferred
+    /// file into place and delete partial ones; uploads hand over the reply.
+    /// If a move fails the job stays, in `error`, and can be completed again.
+    pub fn complete(&self, caller: Caller, id: &str) -> Refusal<Completion> {
+        let job = {
+            let mut jobs = self.inner.lock();
+            let slot = self.inner.owned_slot(&mut jobs, caller, id)?;
+            owner_operation(
+                slot.job.job_type,
+                slot.job.state,
+                Operation::Complete,
+                !slot.job.files.is_empty(),
+            )?;
+            if slot.completing {
+                return Err(JobRefusal::Completing);
+            }
+            slot.completing = true;
+            if let Some(running) = slot.running.take() {
+                running.cancel.cancel();
+            }
+            slot.job.clone()
+        };
+        // Whatever way this ends, the job is released again (on success it
+        // is gone already).
+        let _completing = Completing { engine: self, id };
+        let mut completion = Completion {
+            partial: false,
+            files: Vec::new(),
+            reply: job.reply.clone(),
+        };
+        if job.job_type == JobType::Download {
+            let tag = temp_tag(&job.id);
+            for (index, file) in job.files.iter().enumerate() {
+                if file.finalized {
+                    completion.files.push(file.local.clone());
+                    continue;
+                }
+                if !file.complete {
+                    completion.partial = true;
+                    as_owner(job.owner, || {
+                        TempFile::reopen(&file.local, &tag).and_then(|t| t.remove())
+                    })
+                    .ok();
+                    continue;
+                }
+                let moved = as_owner(job.owner, || {
+                    TempFile::reopen(&file.local, &tag).and_then(|t| t.finish())
+                });
+                match moved {
+                    Ok(path) => {
+                        completion.files.push(path);
+                        // Durable at once: a `complete` cut short by a crash
+                        // goes on with the files not yet in place.
+                        if let Some(job) =
+                            self.with_job(id, |job| job.files[index].finalized = true)
+                        {
+                            self.inner.save(&job)?;
+                        }
+                    }
+                    Err(error) => {
+                        let failed = self.with_job(id, |job| {
+                            job.state = JobState::Error;
+                            job.error = Some(JobError {
+                                error: error.clone(),
+                                file: Some(index),
+                            });
+                            job.error_count += 1;
+                        });
+                        if let Some(job) = failed {
+                            self.inner.save(&job)?;
+                            self.inner.publish(&job, EventKind::Error);
+                        }
+                        return Err(JobRefusal::Transfer(error));
+                    }
+                }
+            }
+        }
+        if let (Some(reply), Some(reply_file)) = (&job.reply, &job.settings.reply_file)
+            && reply.in_file
+        {
+            let moved = as_owner(job.owner, || {
+                TempFile::reopen(reply_file, &reply_tag(&job.id)).and_then(|t| t.finish())
+            });
+            match moved {
+                Ok(path) => completion.files.push(path),
+                // Moved already by a `complete` cut short: nothing to do.
+                Err(e) if e.code == "cannot-open-file" && reply_file.exists() => {
+                    completion.files.push(reply_file.clone());
+                }
+                // The job stays `transferred`, its reply kept: `complete`
+                // can be called again once the owner mended the directory.
+                Err(error) => return Err(JobRefusal::Transfer(error)),
+            }
+        }
+        let job = self
+            .with_job(id, |job| job.state = JobState::Acknowledged)
+            .ok_or_else(|| JobRefusal::NotFound(id.to_string()))?;
+        self.forget(&job);
+        self.inner.publish(&job, EventKind::State);
+        self.schedule();
+        Ok(completion)
+    }
+}
+
+/// Marks the end of a `complete`: the job's slot, if it is still there (the
+/// complete failed), takes operations again.
+pub(super) struct Completing<'a> {
+    engine: &'a Engine,
+    id: &'a str,
+}
+impl Drop for Completing<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.engine.inner.lock().get_mut(self.id) {
+            slot.completing = false;
+        }
+    }
+}
+/// Deletes every temporary file of a job: a download's files and an
+/// upload-reply job's waiting reply file (cancel, abandonment).
+pub(super) fn delete_temp_files(job: &Job) {
+    if let Some(reply_file) = &job.settings.reply_file {
+        let removed = as_owner(job.owner, || {
+            TempFile::reopen(reply_file, &reply_tag(&job.id)).and_then(|t| t.remove())
+        });
+        if let Err(e) = removed
+            && e.code != "cannot-open-file"
+        {
+            tracing::warn!(job = %job.id, "cannot delete the temporary reply file of {}: {e}", reply_file.display());
+        }
+    }
+    if job.job_type != JobType::Download {
+        return;
+    }
+    let tag = temp_tag(&job.id);
+    for file in &job.files {
+        let removed = as_owner(job.owner, || {
+            TempFile::reopen(&file.local, &tag).and_then(|t| t.remove())
+        });
+        if let Err(e) = removed
+            && e.code != "cannot-open-file"
+        {
+            tracing::warn!(job = %job.id, "cannot delete the temporary file of {}: {e}", file.local.display());
+        }
+    }
+}
