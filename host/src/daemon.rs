@@ -71,7 +71,7 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
     make_dir(state_dir, 0o700)?;
     tracing::info!(state_dir = %state_dir.display(), socket = %paths.socket.display(), config = %paths.config.display(), "starting");
 
-    let runtime = PluginRuntime::with_builtins(config.runtime(state_dir)?)?;
+    let mut runtime = PluginRuntime::with_builtins(config.runtime(state_dir)?)?;
     let plugins_dir = config.plugins_dir(state_dir);
     // `ferry plugins reload` and SIGHUP read it again, even if it is created later.
     runtime.set_plugins_dir(&plugins_dir);

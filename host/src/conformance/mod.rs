@@ -256,7 +256,7 @@ pub async fn run(manifest: &str, wasm: &[u8], options: &Options) -> Result<Repor
         grants: HashMap::from([(name.clone(), grant)]),
         ..RuntimeConfig::default()
     };
-    let runtime = PluginRuntime::new(config).map_err(|e| SuiteError::Runtime(e.to_string()))?;
+    let mut runtime = PluginRuntime::new(config).map_err(|e| SuiteError::Runtime(e.to_string()))?;
     let loaded = runtime.load(manifest, wasm, false);
     let mut report = Report {
         plugin: name.clone(),

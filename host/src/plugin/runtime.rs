@@ -385,7 +385,7 @@ impl PluginRuntime {
 
     /// A runtime with the built-in plugins loaded.
     pub fn with_builtins(config: RuntimeConfig) -> Result<PluginRuntime, RuntimeError> {
-        let runtime = PluginRuntime::new(config)?;
+        let mut runtime = PluginRuntime::new(config)?;
         for builtin in crate::plugin::builtin::BUILTINS {
             runtime.load(builtin.manifest, builtin.component, true)?;
         }
@@ -403,7 +403,7 @@ impl PluginRuntime {
     /// manifest without its `.wasm`, any load error) is in the error list
     /// and in [`PluginRuntime::refused`], and the others still load.
     pub fn load_dir(
-        &self,
+        &mut self,
         dir: &Path,
     ) -> Result<(Vec<String>, Vec<RuntimeError>), RuntimeError> {
         let found = self.scan(dir)?;
@@ -542,7 +542,12 @@ impl PluginRuntime {
     }
 
     /// Loads one plugin from its manifest text and component bytes.
-    pub fn load(&self, manifest: &str, wasm: &[u8], builtin: bool) -> Result<String, RuntimeError> {
+    pub fn load(
+        &mut self,
+        manifest: &str,
+        wasm: &[u8],
+        builtin: bool,
+    ) -> Result<String, RuntimeError> {
         let plugin = self.prepare(manifest, wasm, builtin)?;
         self.write_catalog().insert(plugin)
     }
