@@ -355,6 +355,9 @@ pub enum EngineEvent {
     Preempted,
     /// The job was idle past the inactivity timeout.
     Abandoned,
+    /// `complete` could not move a finished file into place: the job waits
+    /// for its owner, with the files already moved in place.
+    MoveFailed,
 }
 
 /// The state an engine event leads to; `None` when the event does not apply
@@ -364,6 +367,7 @@ pub fn engine_step(state: JobState, event: EngineEvent) -> Option<JobState> {
     use JobState::*;
     match (event, state) {
         (Abandoned, s) if !s.is_final() => Some(Cancelled),
+        (MoveFailed, s) if !s.is_final() => Some(Error),
         (Started, Queued) => Some(Connecting),
         (BytesMoving, Connecting) => Some(Transferring),
         (AllTransferred, Connecting | Transferring) => Some(Transferred),
@@ -534,35 +538,47 @@ mod tests {
     fn engine_steps_only_apply_where_the_spec_allows() {
         use EngineEvent::*;
         use JobState::*;
-        assert_eq!(engine_step(Queued, Started), Some(Connecting));
-        assert_eq!(engine_step(Connecting, BytesMoving), Some(Transferring));
-        assert_eq!(engine_step(Transferring, AllTransferred), Some(Transferred));
-        assert_eq!(
-            engine_step(Transferring, TransientFailure),
-            Some(TransientError)
-        );
-        assert_eq!(engine_step(TransientError, RetryDue), Some(Queued));
-        assert_eq!(engine_step(TransientError, FatalFailure), Some(Error));
-        assert_eq!(engine_step(Transferring, Preempted), Some(Queued));
+        // Every (state, event) pair, written out by hand from SPEC §2.
+        let expected = |state: JobState, event: EngineEvent| -> Option<JobState> {
+            match (event, state) {
+                (_, Acknowledged | Cancelled) => None,
+                (Abandoned, _) => Some(Cancelled),
+                (MoveFailed, _) => Some(Error),
+                (Started, Queued) => Some(Connecting),
+                (BytesMoving, Connecting) => Some(Transferring),
+                (AllTransferred, Connecting | Transferring) => Some(Transferred),
+                (TransientFailure, Connecting | Transferring) => Some(TransientError),
+                (FatalFailure, Connecting | Transferring | TransientError) => Some(Error),
+                (RetryDue, TransientError) => Some(Queued),
+                (Preempted, Connecting | Transferring) => Some(Queued),
+                _ => None,
+            }
+        };
+        let events = [
+            Started,
+            BytesMoving,
+            AllTransferred,
+            TransientFailure,
+            FatalFailure,
+            RetryDue,
+            Preempted,
+            Abandoned,
+            MoveFailed,
+        ];
         for state in JobState::ALL {
-            let abandoned = engine_step(state, Abandoned);
-            assert_eq!(
-                abandoned,
-                if state.is_final() {
-                    None
-                } else {
-                    Some(Cancelled)
-                },
-                "{state:?}"
-            );
+            for event in events {
+                assert_eq!(
+                    engine_step(state, event),
+                    expected(state, event),
+                    "{state:?} {event:?}"
+                );
+            }
         }
         assert_eq!(
             engine_step(Suspended, Started),
             None,
             "a suspended job never starts"
         );
-        assert_eq!(engine_step(Suspended, AllTransferred), None);
-        assert_eq!(engine_step(Error, RetryDue), None);
     }
 
     #[test]

@@ -8,10 +8,10 @@ impl Engine {
     /// file into place and delete partial ones; uploads hand over the reply.
     /// If a move fails the job stays, in `error`, and can be completed again.
     pub fn complete(&self, caller: Caller, id: &str) -> Refusal<Completion> {
-        let job = {
+        let (job, done) = {
             let mut jobs = self.inner.lock();
             let slot = self.inner.owned_slot(&mut jobs, caller, id)?;
-            owner_operation(
+            let done = owner_operation(
                 slot.job.job_type,
                 slot.job.state,
                 Operation::Complete,
@@ -24,7 +24,7 @@ impl Engine {
             if let Some(running) = slot.running.take() {
                 running.cancel.cancel();
             }
-            slot.job.clone()
+            (slot.job.clone(), done)
         };
         // Whatever way this ends, the job is released again (on success it
         // is gone already).
@@ -65,7 +65,9 @@ impl Engine {
                     }
                     Err(error) => {
                         let failed = self.with_job(id, |job| {
-                            job.state = JobState::Error;
+                            if let Some(next) = engine_step(job.state, EngineEvent::MoveFailed) {
+                                job.state = next;
+                            }
                             job.error = Some(JobError {
                                 error: error.clone(),
                                 file: Some(index),
@@ -99,7 +101,7 @@ impl Engine {
             }
         }
         let job = self
-            .with_job(id, |job| job.state = JobState::Acknowledged)
+            .with_job(id, |job| job.state = done)
             .ok_or_else(|| JobRefusal::NotFound(id.to_string()))?;
         self.forget(&job);
         self.inner.publish(&job, EventKind::State);

@@ -256,8 +256,9 @@ impl Engine {
                 *r = r.saturating_sub(down);
             }
             job.timers_at = now_wall;
-            if matches!(job.state, JobState::Connecting | JobState::Transferring) {
-                job.state = JobState::Queued;
+            // A transfer cut short by the daemon's stop is queued again.
+            if let Some(next) = engine_step(job.state, EngineEvent::Preempted) {
+                job.state = next;
             }
             slots.insert(
                 job.id.clone(),

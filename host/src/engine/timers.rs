@@ -50,8 +50,10 @@ impl Engine {
                                 "no progress within the no-progress timeout",
                             ),
                         ));
-                    } else if *retry == Duration::ZERO {
-                        job.state = JobState::Queued;
+                    } else if *retry == Duration::ZERO
+                        && let Some(next) = engine_step(job.state, EngineEvent::RetryDue)
+                    {
+                        job.state = next;
                         job.timers.retry_in = None;
                         changed.push((job.clone(), EventKind::State));
                     }
