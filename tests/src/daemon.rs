@@ -157,6 +157,11 @@ impl Daemon {
     }
 
     /// Kills the daemon this test started with SIGKILL (a crash) and reaps it.
+    /// The process id of the daemon this test started, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("kill the daemon");

@@ -131,3 +131,86 @@ fn killing_the_daemon_at_random_moments_loses_nothing() {
     );
     assert!(daemon.has_exited() || daemon.terminate() == Some(0));
 }
+
+/// Files in one `ferry add --list` set.
+const SET: usize = 10;
+
+#[test]
+fn killing_the_daemon_during_batch_adds_loses_no_acknowledged_file() {
+    let downloads = shared_dir();
+    let mut daemon = Daemon::new("\n[limits]\nmax-files-per-job = 100000\n");
+    daemon.start(ferry());
+    let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    let mut random = Lcg(seed);
+    let mut held = 0usize;
+    let mut sets = 0usize;
+    for round in 0..6 {
+        let list = downloads.path().join(format!("list{round}"));
+        let acknowledged = std::thread::scope(|scope| {
+            let adder = scope.spawn(|| {
+                let mut acknowledged = 0;
+                for set in 0.. {
+                    let lines: String = (0..SET)
+                        .map(|n| {
+                            format!(
+                                "http://127.0.0.1:9/{round}-{set}-{n} {}\n",
+                                downloads
+                                    .path()
+                                    .join(format!("{round}-{set}-{n}"))
+                                    .display()
+                            )
+                        })
+                        .collect();
+                    std::fs::write(&list, lines).unwrap();
+                    let added = daemon.run(
+                        ferry(),
+                        &["--no-start", "add", &id, "--list", list.to_str().unwrap()],
+                    );
+                    if added.status != 0 {
+                        break;
+                    }
+                    acknowledged += SET;
+                }
+                acknowledged
+            });
+            std::thread::sleep(Duration::from_millis(200 + random.below(600)));
+            // The adder is told nothing: its next command fails once the
+            // daemon is gone.
+            let pid = nix::unistd::Pid::from_raw(daemon.pid().unwrap() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+            adder.join().unwrap()
+        });
+        sets += acknowledged / SET;
+        daemon.kill();
+        daemon.start(ferry());
+        let info = daemon.run(ferry(), &["info", &id, "--json"]).ok().json();
+        let now = info["files"].as_array().unwrap().len();
+        assert_eq!(
+            now % SET,
+            0,
+            "round {round}: a set was added in part ({now} files)"
+        );
+        assert!(
+            now >= held + acknowledged,
+            "round {round}: {now} files after the crash, {} acknowledged",
+            held + acknowledged
+        );
+        // At most the set in flight at the kill went through unacknowledged.
+        assert!(
+            now <= held + acknowledged + SET,
+            "round {round}: {now} files"
+        );
+        held = now;
+    }
+    println!("{sets} sets acknowledged over 6 crashes, {held} files held");
+    assert!(sets > 0, "no add was acknowledged");
+    assert!(daemon.has_exited() || daemon.terminate() == Some(0));
+}
