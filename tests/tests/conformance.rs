@@ -591,3 +591,65 @@ fn the_docs_list_every_check() {
         );
     }
 }
+
+/// `host-not-granted` says which side to fix: the plugin's manifest, or the
+/// operator's grant (none at all, or one for another port).
+#[tokio::test(flavor = "multi_thread")]
+async fn host_not_granted_says_which_side_to_fix() {
+    use ferry::conformance::server::{Resource, Route, Server};
+    use ferry::plugin::network::NetworkConfig;
+    use ferry::plugin::{Destination, DownloadRequest, JobContext, PluginRuntime, RuntimeConfig};
+    let server = Server::start("a").await.expect("a loopback server");
+    server.route("/f", Route::Resource(Resource::new(b"data".to_vec())));
+    let manifest = read("examples/mirror-plugin/manifest.toml");
+    let component = wasm(env!("FERRY_MIRROR_EXAMPLE"));
+    async fn refusal(port: u16, manifest: &str, component: &[u8], grant: Vec<String>) -> String {
+        let mut runtime = PluginRuntime::new(RuntimeConfig {
+            network: NetworkConfig {
+                allow_private_addresses: vec!["127.0.0.0/8".into()],
+                ..NetworkConfig::default()
+            },
+            grants: [("mirror".to_string(), grant)].into_iter().collect(),
+            ..RuntimeConfig::default()
+        })
+        .expect("the runtime starts");
+        runtime
+            .load(manifest, component, false)
+            .expect("mirror loads");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = std::fs::File::create(dir.path().join("f")).expect("a file");
+        let request = DownloadRequest {
+            url: format!("mirror://127.0.0.1:{port}/f"),
+            offset: 0,
+            end: None,
+            validator: None,
+        };
+        let destination = Destination::new(std::sync::Arc::new(file), 0, 0, true);
+        let error = runtime
+            .download(request, &JobContext::new("t"), destination)
+            .await
+            .expect_err("the host refuses the request");
+        assert_eq!(error.code, "host-not-granted");
+        error.message
+    }
+    let port = server.port();
+    let none = refusal(port, &manifest, &component, Vec::new()).await;
+    assert!(
+        none.contains("the operator grants it no host") && none.contains("[plugins.grants] mirror"),
+        "{none}"
+    );
+    let other_port = refusal(port, &manifest, &component, vec!["127.0.0.1:1".into()]).await;
+    assert!(
+        other_port.contains("the operator's grant (127.0.0.1:1) does not include"),
+        "{other_port}"
+    );
+    let declares_other = manifest.replace(
+        "allowed-hosts = [\"*\"]",
+        "allowed-hosts = [\"example.com\"]",
+    );
+    let undeclared = refusal(port, &declares_other, &component, vec!["*".into()]).await;
+    assert!(
+        undeclared.contains("its manifest's allowed-hosts (example.com) does not include"),
+        "{undeclared}"
+    );
+}

@@ -259,6 +259,8 @@ pub struct Plugin {
     /// What the component exports (or, for 0.1, reports).
     pub abilities: BTreeSet<Capability>,
     policy: Arc<HostPolicy>,
+    /// The operator's grant, as written, for the messages of refusals.
+    granted: Vec<String>,
     pre: InstancePre<PluginState>,
     exports: Exports,
 }
@@ -602,6 +604,7 @@ impl PluginRuntime {
             contract,
             abilities: BTreeSet::new(),
             policy: Arc::new(policy),
+            granted: granted.clone(),
             pre,
             exports,
         };
@@ -1329,10 +1332,7 @@ fn settle<R>(
         TransferError::fatal(
             ErrorContext::Policy,
             "host-not-granted",
-            format!(
-                "plugin {name} asked to reach {}, which is not granted to it",
-                state.http.denied.join(", ")
-            ),
+            not_granted(plugin, &state.http.denied),
         )
     };
     let addresses = state
@@ -1407,6 +1407,55 @@ fn trap_message(e: &wasmtime::Error) -> String {
         format!("{first} {cause}")
     };
     text.chars().take(500).collect()
+}
+
+/// Why the hosts `denied` (`host:port`) were refused, saying which side to
+/// fix: the plugin's manifest, or the operator's grant.
+fn not_granted(plugin: &Plugin, denied: &[String]) -> String {
+    use crate::plugin::grants::HostPattern;
+    let name = &plugin.manifest.name;
+    let covers = |patterns: &[String], host: &str, port: u16| {
+        patterns
+            .iter()
+            .any(|p| HostPattern::parse(p).is_ok_and(|p| p.matches(host, port)))
+    };
+    let list = |patterns: &[String]| {
+        if patterns.is_empty() {
+            "none".to_string()
+        } else {
+            patterns.join(", ")
+        }
+    };
+    let why: Vec<String> = denied
+        .iter()
+        .map(|target| {
+            let (host, port) = target
+                .rsplit_once(':')
+                .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h, p)))
+                .unwrap_or((target.as_str(), 0));
+            let declared = covers(&plugin.manifest.allowed_hosts, host, port);
+            let granted = covers(&plugin.granted, host, port);
+            match (declared, granted) {
+                (false, _) => format!(
+                    "{target}, which its manifest's allowed-hosts ({}) does not include: the \
+                     plugin's manifest must ask for it",
+                    list(&plugin.manifest.allowed_hosts)
+                ),
+                (true, false) if plugin.granted.is_empty() => format!(
+                    "{target}, but the operator grants it no host: the daemon's configuration \
+                     needs [plugins.grants] {name} = [\"{target}\"]"
+                ),
+                (true, false) => format!(
+                    "{target}, which the operator's grant ({}) does not include: add \"{target}\" \
+                     to [plugins.grants] {name} in the daemon's configuration (a pattern without \
+                     a port matches every port)",
+                    list(&plugin.granted)
+                ),
+                (true, true) => format!("{target}, which the host's network policy refuses"),
+            }
+        })
+        .collect();
+    format!("plugin {name} asked to reach {}", why.join("; and "))
 }
 
 fn cancelled(name: &str) -> TransferError {
