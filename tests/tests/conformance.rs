@@ -653,3 +653,37 @@ async fn host_not_granted_says_which_side_to_fix() {
         "{undeclared}"
     );
 }
+
+/// A plugin that panics fails its call with `plugin-trap`, and the message
+/// carries the plugin's own panic message (from its standard error).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_panic_carries_its_message() {
+    use ferry::plugin::{Destination, DownloadRequest, JobContext, PluginRuntime, RuntimeConfig};
+    let mut runtime = PluginRuntime::new(RuntimeConfig::default()).expect("the runtime starts");
+    let manifest = read("tests/plugins/broken-flaws/manifests/broken-panic.toml");
+    runtime
+        .load(&manifest, &wasm(env!("FERRY_BROKEN_PLUGIN")), false)
+        .expect("the plugin loads");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = std::fs::File::create(dir.path().join("f")).expect("a file");
+    let request = DownloadRequest {
+        url: "broken-panic://127.0.0.1:9/f".into(),
+        offset: 0,
+        end: None,
+        validator: None,
+    };
+    let destination = Destination::new(std::sync::Arc::new(file), 0, 0, true);
+    let error = runtime
+        .download(request, &JobContext::new("t"), destination)
+        .await
+        .expect_err("the plugin panics");
+    assert_eq!(error.code, "plugin-trap");
+    assert!(
+        error.message.contains("panicked at")
+            && error
+                .message
+                .contains("the broken-panic plugin panics on purpose at http://127.0.0.1:9/f"),
+        "{}",
+        error.message
+    );
+}

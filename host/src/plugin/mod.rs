@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod network;
 pub mod runtime;
 pub mod sandbox;
+mod stderr;
 pub mod streams;
 pub mod transfer;
 

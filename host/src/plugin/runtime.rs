@@ -1388,7 +1388,14 @@ fn settle<R>(
             Some(LimitHit::Cancelled) => cancelled(name),
             None => TransferError::plugin(
                 "plugin-trap",
-                format!("plugin {name} trapped: {}", trap_message(&trap)),
+                match state.stderr.panic_message() {
+                    // A Rust plugin's panic: its own words, then the trap.
+                    Some(panic) => format!(
+                        "plugin {name} {panic} (trapped: {})",
+                        trap_message(&trap)
+                    ),
+                    None => format!("plugin {name} trapped: {}", trap_message(&trap)),
+                },
             ),
         }),
     }

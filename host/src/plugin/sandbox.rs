@@ -82,6 +82,8 @@ impl Default for SandboxLimits {
 /// The data of one plugin call's store.
 pub struct PluginState {
     wasi: WasiCtx,
+    /// The end of the call's standard error (a panic's message), for traps.
+    pub(crate) stderr: crate::plugin::stderr::StderrTail,
     table: ResourceTable,
     http_ctx: WasiHttpCtx,
     pub http: PluginHttp,
@@ -121,13 +123,17 @@ impl PluginState {
         table.set_max_capacity(limits.table_entries);
         let mut http_ctx = WasiHttpCtx::new();
         http_ctx.set_field_size_limit(limits.header_bytes);
+        let stderr = crate::plugin::stderr::StderrTail::new();
         PluginState {
-            // Nothing granted: no dirs, env, args, sockets, or name lookup.
+            // Nothing granted: no dirs, env, args, sockets, or name lookup;
+            // standard error is kept (bounded) only to explain a trap.
             wasi: WasiCtx::builder()
+                .stderr(stderr.clone())
                 .allow_ip_name_lookup(false)
                 .allow_tcp(false)
                 .allow_udp(false)
                 .build(),
+            stderr,
             table,
             http_ctx,
             http,

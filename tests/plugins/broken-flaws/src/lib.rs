@@ -16,6 +16,7 @@
 //! - `broken-503`: maps 503 Service Unavailable as fatal;
 //! - `broken-credentials`: follows redirects itself, sending the owner's
 //!   credentials and headers to every host;
+//! - `broken-panic`: panics (for the host's trap messages, not the suite);
 //! - `broken-loop`: asks for the size first (`HEAD`) and, when the server
 //!   gives none, spins forever waiting for it.
 
@@ -57,6 +58,10 @@ impl Download for Broken {
                 })
             }
             "broken-credentials" => forward_credentials(&job, &request, destination),
+            "broken-panic" => panic!(
+                "the broken-panic plugin panics on purpose at {}",
+                request.url
+            ),
             "broken-loop" => {
                 let head = Request::for_job(&job, Method::Head, &request.url)?.send()?;
                 if head.status == 200 && head.content_length().is_none() {
