@@ -14,6 +14,10 @@
 //! - neither: `Repr-Digest` (RFC 9530, `sha-256=:BASE64:`), else `Digest`
 //!   (RFC 3230, `SHA-256=BASE64`).
 //!
+//! And `unverifiable=fail` (the default) or `pass`: what to do when the host
+//! has no digest of the source to compare with (an upload resumed after an
+//! interruption, whose earlier bytes the host did not read in this run).
+//!
 //! On a match the reply data is the reply body as the server sent it (when
 //! it is at most 1 MiB; else none, and the reply file keeps it). Failures
 //! are fatal and typed: `digest-mismatch` (the server holds other bytes),
@@ -105,21 +109,37 @@ impl ReplyProcessor for DigestVerify {
         _file: &ReplyFile,
     ) -> Result<Vec<u8>, TransferError> {
         let url = context.url.clone();
-        let ours = context
+        let unverifiable_passes = match option(&context.options, "unverifiable") {
+            None | Some("fail") => false,
+            Some("pass") => true,
+            Some(other) => {
+                return Err(fatal(
+                    ErrorContext::Policy,
+                    "invalid-option",
+                    format!("unverifiable is fail or pass, not {other:?}"),
+                ));
+            }
+        };
+        let Some(ours) = context
             .source_digests
             .iter()
             .find(|d| d.algorithm == "sha-256")
             .map(|d| d.value.clone())
-            .ok_or_else(|| {
-                fatal(
-                    ErrorContext::LocalFile,
-                    "digest-unavailable",
-                    format!(
-                        "the host has no SHA-256 of the source uploaded to {url} (it did not read \
-                         the whole source in this run, as after a resumed upload): nothing to verify"
-                    ),
-                )
-            })?;
+        else {
+            let why = format!(
+                "the host has no SHA-256 of the source uploaded to {url} (it did not read the \
+                 whole source in this run, as after a resumed upload): nothing to verify"
+            );
+            if !unverifiable_passes {
+                return Err(fatal(ErrorContext::LocalFile, "digest-unavailable", why));
+            }
+            ferry_guest_sdk::warn(&format!("{why}; passed as unverifiable=pass says"));
+            return match stream::read_to_end(&body, DATA_LIMIT) {
+                Ok(data) => Ok(data),
+                Err(e) if e.is_transient() => Err(e),
+                Err(_) => Ok(Vec::new()),
+            };
+        };
         let json = option(&context.options, "json");
         let (theirs, data, from) = if let Some(pointer) = json {
             if !pointer.is_empty() && !pointer.starts_with('/') {
