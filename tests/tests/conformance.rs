@@ -687,3 +687,44 @@ async fn a_plugin_panic_carries_its_message() {
         error.message
     );
 }
+
+/// The guest SDK is a crate of its own: it packages with its WIT, without
+/// anything inherited from this workspace.
+#[test]
+fn the_sdk_packages_on_its_own() {
+    let manifest = read("guest-sdk/Cargo.toml");
+    assert!(
+        !manifest.contains(".workspace") && !manifest.contains("workspace = true"),
+        "guest-sdk/Cargo.toml inherits from the workspace:\n{manifest}"
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let listed = Command::new(cargo)
+        .current_dir(repo())
+        .args([
+            "package",
+            "-p",
+            "ferry-guest-sdk",
+            "--list",
+            "--allow-dirty",
+            "--offline",
+        ])
+        .output()
+        .expect("cargo runs");
+    let files = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    for file in [
+        "wit/transfer.wit",
+        "wit/deps/http.wit",
+        "wit/deps/io.wit",
+        "src/lib.rs",
+    ] {
+        assert!(
+            files.lines().any(|l| l == file),
+            "{file} is not packaged:\n{files}"
+        );
+    }
+}

@@ -312,7 +312,14 @@ pub fn run() -> ExitCode {
         }
     };
     let daemon = matches!(cli.command, Command::Daemon);
-    let default_level = if daemon { "info" } else { "warn" };
+    // The suite provokes plugins' warnings on purpose: its report says what matters.
+    let default_level = if daemon {
+        "info"
+    } else if matches!(cli.command, Command::Plugin { .. }) {
+        "error"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")

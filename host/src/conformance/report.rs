@@ -22,7 +22,7 @@ pub fn human(report: &Report) -> String {
     );
     if let Some(error) = &report.load_error {
         let _ = writeln!(out, "not loaded: {error}");
-    } else {
+    } else if !report.url_template.starts_with("://") {
         let _ = writeln!(out, "URLs asked for: {}", report.url_template);
     }
     for result in &report.results {
