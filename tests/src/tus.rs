@@ -27,12 +27,12 @@ pub fn package_dir() -> PathBuf {
 fn ensure_installed() {
     let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = package_dir();
-    let installed = ["@tus/server", "@tus/file-store"].iter().all(|p| {
-        dir.join("node_modules")
-            .join(p)
-            .join("package.json")
-            .exists()
-    });
+    // npm writes its hidden lockfile last, once an install is whole.
+    let modules = dir.join("node_modules");
+    let installed = modules.join(".package-lock.json").exists()
+        && ["@tus/server", "@tus/file-store"]
+            .iter()
+            .all(|p| modules.join(p).join("package.json").exists());
     if installed {
         return;
     }
