@@ -12,6 +12,8 @@
 //! - For an upload-reply job, the `Ack` of the last fragment names the
 //!   reply (`BITS-Reply-URL`), which is fetched before `Close-Session`.
 //! - `Close-Session` commits the upload; `Cancel-Session` drops it.
+//! - `BITS-Host-Id` (a server farm's redirection to one host) is not
+//!   followed: the session stays with the URL the job names.
 //! - Errors carry an HRESULT (`BITS-Error-Code`, or `BITS-Error`) and a
 //!   context (`BITS-Error-Context`: 0x5 the server, 0x7 the application
 //!   behind it), kept in the typed error; `BG_E_SESSION_NOT_FOUND` is
@@ -61,10 +63,16 @@ pub fn ping(job: &JobContext, url: &str) -> Result<bool, TransferError> {
 
 /// The HRESULT of an error answer, if it carries one.
 fn hresult(response: &Response) -> Option<u32> {
-    let value = response
-        .header("bits-error-code")
-        .or_else(|| response.header("bits-error"))?
-        .trim();
+    parse_hresult(
+        response
+            .header("bits-error-code")
+            .or_else(|| response.header("bits-error"))?,
+    )
+}
+
+/// An HRESULT as BITS servers write it: `0x8020001F`, `x8020001F` or bare hex.
+pub fn parse_hresult(value: &str) -> Option<u32> {
+    let value = value.trim();
     let hex = value
         .strip_prefix("0x")
         .or_else(|| value.strip_prefix("0X"))
@@ -75,18 +83,32 @@ fn hresult(response: &Response) -> Option<u32> {
 
 /// The typed error of a non-`Ack` or non-2xx answer.
 fn error(response: &Response, url: &str, what: &str) -> TransferError {
-    let status = response.status;
-    let code = hresult(response);
+    classify(
+        response.status,
+        hresult(response),
+        response.header("bits-error-context"),
+        &format!("{url} answered {} to {what}", response.status),
+    )
+}
+
+/// The typed error of status `status` with HRESULT `code` in `context`
+/// (`0x5`: the server, `0x7`: the application behind it): the class follows
+/// the status, `BG_E_SESSION_NOT_FOUND` is `session-expired`, and the
+/// HRESULT is the code (`access-denied`, `too-large`, `invalid-argument`,
+/// else `bits-error-XXXXXXXX`), `http-status` without one.
+pub fn classify(
+    status: u16,
+    code: Option<u32>,
+    context: Option<&str>,
+    what: &str,
+) -> TransferError {
     if code == Some(BG_E_SESSION_NOT_FOUND) {
         return TransferError::session_expired(format!(
-            "{url} does not know the session (BG_E_SESSION_NOT_FOUND) in {what}"
+            "{what}: the server does not know the session (BG_E_SESSION_NOT_FOUND)"
         ));
     }
-    let context = match response
-        .header("bits-error-context")
-        .map(|c| c.trim().trim_start_matches("0x").trim_start_matches('0'))
-    {
-        Some("5") => ErrorContext::RemoteFile,
+    let context = match context.and_then(parse_hresult) {
+        Some(5) => ErrorContext::RemoteFile,
         _ => ErrorContext::RemoteApplication,
     };
     let class = if http_status_is_transient(status) {
@@ -115,7 +137,7 @@ fn error(response: &Response, url: &str, what: &str) -> TransferError {
         context,
         code,
         http_status: Some(status),
-        message: format!("{url} answered {status} ({name}) to {what}"),
+        message: format!("{what} ({name})"),
     }
 }
 
@@ -343,4 +365,31 @@ fn offset_mismatch(url: &str, next: u64, size: u64) -> TransferError {
         "offset-mismatch",
         format!("{url} says the next fragment starts at {next} of a {size}-byte upload"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_errors_are_typed_by_hresult_context_and_status() {
+        assert_eq!(parse_hresult("0x8020001F"), Some(BG_E_SESSION_NOT_FOUND));
+        assert_eq!(parse_hresult("x8020001f"), Some(BG_E_SESSION_NOT_FOUND));
+        assert_eq!(parse_hresult(" 80070005 "), Some(0x8007_0005));
+        assert_eq!(parse_hresult("nope"), None);
+
+        let expired = classify(500, Some(BG_E_SESSION_NOT_FOUND), Some("0x5"), "x");
+        assert!(matches!(expired.code, ErrorCode::SessionExpired));
+        let denied = classify(403, Some(0x8007_0005), Some("0x7"), "x");
+        assert_eq!(denied.code.to_string(), "access-denied");
+        assert!(!denied.is_transient());
+        assert_eq!(denied.context, ErrorContext::RemoteApplication);
+        assert_eq!(denied.http_status, Some(403));
+        let busy = classify(503, Some(0x8020_0099), Some("0x5"), "x");
+        assert_eq!(busy.code.to_string(), "bits-error-80200099");
+        assert!(busy.is_transient());
+        assert_eq!(busy.context, ErrorContext::RemoteFile);
+        let plain = classify(404, None, None, "x");
+        assert!(matches!(plain.code, ErrorCode::HttpStatus));
+    }
 }
