@@ -1042,7 +1042,25 @@ fn a_5_mib_reply_lands_in_the_reply_file_on_complete_and_without_one_is_reply_to
         !reply_file.exists(),
         "the reply file is there before complete"
     );
+    // Over 1 MiB there is no reply data: the reply file gets it all.
+    let reply = daemon.run(ferry(), &["reply", &id]).ok();
+    assert_eq!(reply.stdout, "");
+    assert!(reply.stderr.contains("no reply data"), "{}", reply.stderr);
+    let reply = daemon.run(ferry(), &["reply", &id, "--json"]).ok().json();
+    assert_eq!(
+        (reply["bytes"].as_u64(), reply["in_file"].as_bool()),
+        (Some(5 * MIB), Some(true))
+    );
+    assert_eq!(reply["data_base64"], "");
     daemon.run(ferry(), &["complete", &id]).ok();
+    // A job without a reply: a typed refusal.
+    let download = daemon.run(ferry(), &["create", "--json"]).ok().json();
+    let refused = daemon.run(
+        ferry(),
+        &["reply", download["id"].as_str().unwrap(), "--json"],
+    );
+    assert_eq!(refused.status, 1);
+    assert_eq!(error_code(&refused.json()), "invalid-state");
     assert!(std::fs::read(&reply_file).unwrap() == pattern_bytes(0..5 * MIB));
 
     let id = upload_job(
