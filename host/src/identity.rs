@@ -6,6 +6,7 @@
 //! write themselves, temporary files belong to the job's owner, and commands
 //! run with the owner's uid and gid. This module is where that is decided.
 
+use crate::error::TransferError;
 use nix::unistd::{Gid, Group, Uid, User};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -21,8 +22,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Looks `uid` up in the user database. A uid with no entry gets its
-    /// own uid as gid and no supplementary group (it can still own jobs).
+    /// Looks `uid` up in the user database. A uid with no entry gets the
+    /// overflow group ([`NO_GROUP`]) and no supplementary group (it can still
+    /// own jobs): never a group that happens to share its number.
     pub fn of(uid: u32) -> Identity {
         match User::from_uid(Uid::from_raw(uid)) {
             Ok(Some(user)) => {
@@ -44,8 +46,8 @@ impl Identity {
             }
             _ => Identity {
                 uid,
-                gid: uid,
-                groups: vec![uid],
+                gid: NO_GROUP,
+                groups: vec![NO_GROUP],
                 name: None,
             },
         }
@@ -80,6 +82,8 @@ impl Identity {
     }
 
     /// Whether every directory above `path` can be searched by this user.
+    /// Each directory is looked at only once its parent is known to be
+    /// searchable, so a refusal says nothing of what lies beyond it.
     fn may_reach(&self, path: &Path) -> Result<(), AccessError> {
         let mut ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
         ancestors.reverse();
@@ -96,7 +100,10 @@ impl Identity {
     }
 
     /// Whether this user may create files in directory `dir`.
+    /// The way there is checked first: whether `dir` exists is told only to
+    /// a user who could find it out.
     pub fn check_writable_dir(&self, dir: &Path) -> Result<(), AccessError> {
+        self.may_reach(dir)?;
         let meta = std::fs::metadata(dir).map_err(|e| AccessError::Missing {
             path: dir.display().to_string(),
             reason: e.to_string(),
@@ -104,7 +111,6 @@ impl Identity {
         if !meta.is_dir() {
             return Err(AccessError::NotADirectory(dir.display().to_string()));
         }
-        self.may_reach(dir)?;
         if !self.granted(&meta, 2 | 1) {
             return Err(AccessError::Denied(dir.display().to_string()));
         }
@@ -112,12 +118,13 @@ impl Identity {
     }
 
     /// Whether this user may read the regular file `path`.
+    /// The way there is checked first, as for [`Self::check_writable_dir`].
     pub fn check_readable_file(&self, path: &Path) -> Result<(), AccessError> {
+        self.may_reach(path)?;
         let meta = std::fs::metadata(path).map_err(|e| AccessError::Missing {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        self.may_reach(path)?;
         if !self.granted(&meta, 4) {
             return Err(AccessError::Denied(path.display().to_string()));
         }
@@ -135,6 +142,10 @@ pub enum AccessError {
     #[error("you may not use {0}")]
     Denied(String),
 }
+
+/// The group of a uid the user database does not know (the kernel's
+/// overflow gid, `nogroup`).
+pub const NO_GROUP: u32 = 65534;
 
 /// Whether this process runs as root (and so must act for others).
 pub fn running_as_root() -> bool {
@@ -158,11 +169,25 @@ pub fn give_to_owner(file: &std::fs::File, owner: u32) -> std::io::Result<()> {
 /// daemon its rights. `op` must not await (the identity is the thread's).
 /// The thread's supplementary groups become the owner's too (Linux keeps
 /// them per thread), so the daemon's own groups lend nothing either.
-pub fn as_owner<T>(owner: u32, op: impl FnOnce() -> T) -> T {
+///
+/// It fails closed: every switch is verified (the kernel's `setfsuid` does
+/// not report failure, so the identity is read back), and when one did not
+/// take, `op` does not run and the operation fails with `identity-failed`.
+pub fn as_owner<T>(
+    owner: u32,
+    op: impl FnOnce() -> Result<T, TransferError>,
+) -> Result<T, TransferError> {
     if !running_as_root() || owner == 0 {
         return op();
     }
     let who = Identity::of(owner);
+    let failed = |what: &str| {
+        TransferError::local_file(
+            "identity-failed",
+            &std::io::Error::other(format!("cannot act as uid {owner}: {what}")),
+            "the daemon's identity switch",
+        )
+    };
     /// Puts the daemon's own filesystem identity back, even on a panic.
     struct Restore(Option<Vec<rustix::thread::Gid>>);
     impl Drop for Restore {
@@ -176,28 +201,30 @@ pub fn as_owner<T>(owner: u32, op: impl FnOnce() -> T) -> T {
             nix::unistd::setfsgid(Gid::from_raw(0));
         }
     }
-    let daemon_groups: Option<Vec<rustix::thread::Gid>> =
-        nix::unistd::getgroups().ok().map(|list| {
-            list.into_iter()
-                .map(|g| rustix::thread::Gid::from_raw(g.as_raw()))
-                .collect()
-        });
+    let daemon_groups: Vec<rustix::thread::Gid> = nix::unistd::getgroups()
+        .map_err(|e| failed(&format!("the daemon's groups cannot be read: {e}")))?
+        .into_iter()
+        .map(|g| rustix::thread::Gid::from_raw(g.as_raw()))
+        .collect();
     let owner_groups: Vec<rustix::thread::Gid> = who
         .groups
         .iter()
         .map(|&g| rustix::thread::Gid::from_raw(g))
         .collect();
-    let swapped =
-        daemon_groups.is_some() && rustix::thread::set_thread_groups(&owner_groups).is_ok();
-    let _restore = Restore(daemon_groups.filter(|_| swapped));
-    if !swapped {
-        tracing::warn!(
-            owner,
-            "acting for a user with the daemon's supplementary groups"
-        );
-    }
+    rustix::thread::set_thread_groups(&owner_groups)
+        .map_err(|e| failed(&format!("the owner's groups cannot be taken: {e}")))?;
+    let _restore = Restore(Some(daemon_groups));
+    // An invalid id changes nothing and returns the current one.
     nix::unistd::setfsgid(Gid::from_raw(who.gid));
+    let fsgid = nix::unistd::setfsgid(Gid::from_raw(u32::MAX)).as_raw();
     nix::unistd::setfsuid(Uid::from_raw(who.uid));
+    let fsuid = nix::unistd::setfsuid(Uid::from_raw(u32::MAX)).as_raw();
+    if fsgid != who.gid || fsuid != who.uid {
+        return Err(failed(&format!(
+            "the filesystem identity is {fsuid}:{fsgid}, not {}:{}",
+            who.uid, who.gid
+        )));
+    }
     op()
 }
 
@@ -236,5 +263,47 @@ mod tests {
             stranger.check_writable_dir(&dir.path().join("missing")),
             Err(AccessError::Missing { .. })
         ));
+    }
+
+    #[test]
+    fn a_path_behind_a_closed_directory_is_refused_the_same_whether_it_exists_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("exists")).unwrap();
+        std::fs::write(dir.path().join("exists/file"), b"x").unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let meta = std::fs::metadata(dir.path()).unwrap();
+        let stranger = Identity {
+            uid: meta.uid().wrapping_add(4242),
+            gid: 4242,
+            groups: vec![4242],
+            name: None,
+        };
+        let closed = dir.path().display().to_string();
+        for (there, missing) in [("exists", "missing"), ("exists/file", "missing/file")] {
+            let (there, missing) = (dir.path().join(there), dir.path().join(missing));
+            assert_eq!(
+                stranger.check_writable_dir(&there),
+                Err(AccessError::Denied(closed.clone()))
+            );
+            assert_eq!(
+                stranger.check_writable_dir(&missing),
+                Err(AccessError::Denied(closed.clone()))
+            );
+            assert_eq!(
+                stranger.check_readable_file(&there),
+                Err(AccessError::Denied(closed.clone()))
+            );
+            assert_eq!(
+                stranger.check_readable_file(&missing),
+                Err(AccessError::Denied(closed.clone()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_uid_without_an_entry_gets_no_real_group() {
+        let unknown = Identity::of(3_999_999_999);
+        assert_eq!(unknown.gid, NO_GROUP);
+        assert_eq!(unknown.groups, vec![NO_GROUP]);
     }
 }

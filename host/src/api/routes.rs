@@ -357,10 +357,13 @@ fn check_local(peer: &Peer, job_type: JobType, local: &Path) -> Result<(), ApiEr
         AccessError::NotADirectory(path) => invalid(format!("{path} is not a directory")),
     };
     if job_type == JobType::Download {
+        // The caller's own access first: what is in a directory they may
+        // not write (or reach) is none of their business.
+        peer.identity.check_writable_dir(dir).map_err(access)?;
         if local.is_dir() {
             return Err(invalid(format!("{} is a directory", local.display())));
         }
-        peer.identity.check_writable_dir(dir).map_err(access)
+        Ok(())
     } else {
         peer.identity.check_readable_file(local).map_err(access)
     }

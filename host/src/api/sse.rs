@@ -5,6 +5,10 @@
 //! sends each engine event as `event: <kind>` with the event as JSON, and
 //! ends after the job reaches a final state. A comment line is sent every
 //! 15 s so dead clients are noticed.
+//!
+//! A stream carries only the caller's jobs (an administrator's, everyone's):
+//! a job stream ends at the first event of its job under another owner
+//! (after `take-ownership`), so the former owner sees nothing of it since.
 
 use super::ApiState;
 use super::error::ApiError;
@@ -47,12 +51,16 @@ pub fn job_stream(state: &ApiState, caller: Caller, id: &str) -> Result<Response
     let first = frame("job", &JobView::of(&job));
     let id = id.to_string();
     let done = job.state.is_final();
+    // A job taken by someone else is no longer the caller's to follow: the
+    // stream ends before it could carry the new owner's events.
+    let gone_id = id.clone();
     Ok(stream(
         first,
         receiver,
         state.shutdown.clone(),
         done,
         move |e| e.job == id,
+        move |e| e.job == gone_id && !caller.admin && e.owner != caller.uid,
         true,
     ))
 }
@@ -77,6 +85,7 @@ pub fn all_stream(
         state.shutdown.clone(),
         false,
         move |e| all_users || e.owner == caller.uid,
+        |_| false,
         false,
     ))
 }
@@ -87,14 +96,16 @@ fn stream(
     shutdown: CancellationToken,
     done: bool,
     wanted: impl Fn(&Event) -> bool + Send + 'static,
+    gone: impl Fn(&Event) -> bool + Send + 'static,
     end_on_final: bool,
 ) -> Response<Body> {
-    struct St<F> {
+    struct St<F, G> {
         first: Option<Bytes>,
         receiver: tokio::sync::broadcast::Receiver<Event>,
         shutdown: CancellationToken,
         done: bool,
         wanted: F,
+        gone: G,
         end_on_final: bool,
     }
     let initial = St {
@@ -103,6 +114,7 @@ fn stream(
         shutdown,
         done,
         wanted,
+        gone,
         end_on_final,
     };
     let frames = futures::stream::unfold(initial, |mut st| async move {
@@ -121,6 +133,7 @@ fn stream(
                 () = st.shutdown.cancelled() => return None,
             };
             match received {
+                Ok(event) if (st.gone)(&event) => return None,
                 Ok(event) if (st.wanted)(&event) => {
                     if st.end_on_final && event.state.is_final() {
                         st.done = true;
