@@ -638,3 +638,39 @@ fn api_fuzz() {
     terminate_pid(child.id());
     let _ = child.wait();
 }
+
+/// Finding 16: the plugin bounds reach a real daemon from its configuration
+/// file. A third-party plugin in the daemon's plugins directory loops on
+/// host calls; `call-cpu-limit-secs = 1` stops it, and the job says so.
+#[test]
+fn plugin_bounds_from_the_configuration_file_stop_a_hostile_plugin_in_a_real_daemon() {
+    let mut daemon = Daemon::new("");
+    let config = std::fs::read_to_string(&daemon.config).unwrap();
+    std::fs::write(
+        &daemon.config,
+        config.replace(
+            "[plugins]\n",
+            "[plugins]\ncall-cpu-limit-secs = 1\nlog-burst = 5\n",
+        ),
+    )
+    .unwrap();
+    let plugins = daemon.state_dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let (manifest, wasm) = ferry_tests::fixtures::hostile_plugin();
+    std::fs::write(plugins.join("hostile.toml"), manifest).unwrap();
+    std::fs::write(plugins.join("hostile.wasm"), wasm).unwrap();
+    daemon.start(ferry());
+    let dest = daemon.dir.path().join("out.bin");
+    let id = daemon.create_download(ferry(), &[("hostile://spin-host/", &dest)]);
+    daemon.run(ferry(), &["resume", &id]).ok();
+    let job = ferry_tests::daemon::wait_for_job(&daemon, ferry(), &id, |j| !j["error"].is_null());
+    assert_eq!(job["error"]["code"], "plugin-deadline", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("budget")),
+        "{job}"
+    );
+    // The daemon goes on answering.
+    daemon.run(ferry(), &["list", "--json"]).ok();
+}
