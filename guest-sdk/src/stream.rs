@@ -25,6 +25,8 @@ pub struct Spliced {
 
 /// Moves up to `limit` bytes from `input` into `output`, chunk by chunk,
 /// until `limit` bytes have moved or `input` ends, then flushes `output`.
+/// An `output` closed by its reader once all `limit` bytes went out (an HTTP
+/// request body whose declared length was reached) counts as flushed.
 ///
 /// Fails with [`TransferError::cancelled`] when the host asks the call to
 /// stop, and with a transient `connection-dropped` when either stream fails
@@ -52,7 +54,13 @@ pub fn splice(
             }
         }
     }
-    flush(output)?;
+    match output.blocking_flush() {
+        Ok(()) => {}
+        // Every byte asked for went out and the other side took the stream
+        // back (an HTTP body whose declared length was reached): that is done.
+        Err(StreamError::Closed) if moved == limit => {}
+        Err(error) => return Err(write_failed(error)),
+    }
     Ok(Spliced { moved, ended })
 }
 

@@ -11,13 +11,16 @@
 //! - `notify`: the notify command, run as the job's owner;
 //! - `cli`: the `ferry` command line, a client of the API;
 //! - `conformance`: the plugin conformance suite (`ferry plugin test`);
+//! - `commit`: group commit, the engine's durable writes shared by callers;
 //! - `error`: the typed error every failed transfer ends in;
+//! - `metrics`: what an operator graphs, as Prometheus text;
 //! - `files`: temporary files and their atomic, symlink-proof finalisation;
 //! - `plugin`: the plugin runtime (WIT bindings, sandbox, network, streams).
 
 pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod commit;
 pub mod config;
 pub mod conformance;
 pub mod daemon;
@@ -27,6 +30,7 @@ pub mod events;
 pub mod files;
 pub mod identity;
 pub mod job;
+pub mod metrics;
 pub mod notify;
 pub mod plugin;
 pub mod scheduler;

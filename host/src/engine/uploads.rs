@@ -154,6 +154,15 @@ impl Engine {
                 }
             }
         };
+        // A resumed upload read only the rest of its source: the digest a
+        // reply processor is given is then taken from the whole file, once
+        // more, if it is still what the job recorded.
+        let digest = match digest {
+            None if reply.is_some() && job.settings.reply_processor.is_some() => {
+                whole_source_sha256(handle.clone(), size, file.source_modified).await
+            }
+            digest => digest,
+        };
         let reply = match reply {
             Some((spool, progress)) => Some(
                 self.take_reply(job, context, spool, &progress, digest)
@@ -276,4 +285,22 @@ pub(super) fn open_source(path: &Path) -> Result<std::fs::File, TransferError> {
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .map_err(|e| TransferError::local_file("cannot-open-file", &e, &path.display().to_string()))
+}
+
+/// The SHA-256 of a whole upload source, when it still has the size and
+/// modification time the job recorded before and after it is read.
+async fn whole_source_sha256(
+    file: Arc<std::fs::File>,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+) -> Option<Vec<u8>> {
+    let unchanged = |file: &std::fs::File| {
+        file.metadata()
+            .is_ok_and(|m| m.len() == size && (modified.is_none() || m.modified().ok() == modified))
+    };
+    if !unchanged(&file) {
+        return None;
+    }
+    let digest = super::downloads::sha256_of(file.clone()).await.ok()?;
+    unchanged(&file).then(|| hex::decode(digest).ok()).flatten()
 }

@@ -22,8 +22,8 @@
 //! it is at most 1 MiB; else none, and the reply file keeps it). Failures
 //! are fatal and typed: `digest-mismatch` (the server holds other bytes),
 //! `digest-missing` (the reply reports no SHA-256), `digest-unavailable`
-//! (the host did not read the whole source in this run, as after a resumed
-//! upload, so there is nothing to compare with), `reply-not-json`,
+//! (the host has no digest of the source: the source changed after it was
+//! uploaded, so there is nothing to compare with), `reply-not-json`,
 //! `invalid-option`.
 
 use base64::Engine as _;
@@ -127,8 +127,8 @@ impl ReplyProcessor for DigestVerify {
             .map(|d| d.value.clone())
         else {
             let why = format!(
-                "the host has no SHA-256 of the source uploaded to {url} (it did not read the \
-                 whole source in this run, as after a resumed upload): nothing to verify"
+                "the host has no SHA-256 of the source uploaded to {url} (the source changed \
+                 after it was uploaded): nothing to verify"
             );
             if !unverifiable_passes {
                 return Err(fatal(ErrorContext::LocalFile, "digest-unavailable", why));
