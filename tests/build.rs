@@ -25,6 +25,7 @@ const PLUGINS: &[(&str, &str)] = &[
         "ferry-test-plugin-unknown-exports",
         "FERRY_UNKNOWN_EXPORTS_PLUGIN",
     ),
+    ("ferry-test-plugin-liar", "FERRY_LIAR_PLUGIN"),
     // The example for plugin authors, so CI builds and runs it too.
     ("ferry-example-mirror", "FERRY_MIRROR_EXAMPLE"),
     // The conformance suite's broken transports (one flaw each, by scheme).

@@ -61,6 +61,11 @@ pub fn unknown_exports_plugin() -> (String, Vec<u8>) {
     )
 }
 
+/// A plugin that misreports the length of its bodies (`liar`).
+pub fn liar_plugin() -> (String, Vec<u8>) {
+    test_plugin("plugins/liar", env!("FERRY_LIAR_PLUGIN"))
+}
+
 /// The example plugin for authors (`examples/mirror-plugin`).
 pub fn mirror_example() -> (String, Vec<u8>) {
     test_plugin("../examples/mirror-plugin", env!("FERRY_MIRROR_EXAMPLE"))
@@ -227,12 +232,16 @@ pub struct StoreInDir {
 }
 
 impl JobStore for StoreInDir {
-    fn save(&self, job: &Job) -> Result<(), StoreError> {
-        self.store.save(job)
+    fn write(&self, job: &Job) -> Result<(), StoreError> {
+        self.store.write(job)
     }
 
-    fn remove(&self, id: &str) -> Result<(), StoreError> {
-        self.store.remove(id)
+    fn erase(&self, id: &str) -> Result<(), StoreError> {
+        self.store.erase(id)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
     }
 
     fn load_all(&self) -> Result<(Vec<Job>, Vec<StoreError>), StoreError> {

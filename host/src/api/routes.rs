@@ -6,13 +6,14 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::views::{
-    AddFileRequest, CompletedReply, CompletionView, CreateRequest, CreatedView, CredentialsRequest,
-    HealthView, JobView, PluginState, PluginView, ReloadView, ReplyDataView, SetRequest, StateView,
+    AddFileRequest, AddFileSetRequest, CompletedReply, CompletionView, CreateRequest, CreatedView,
+    CredentialsRequest, HealthView, JobView, PluginState, PluginView, ReloadView, ReplyDataView,
+    SetRequest, StateView,
 };
 use super::{ApiState, OPENAPI, Peer, sse};
-use crate::engine::Setting;
+use crate::engine::{NewFile, Setting};
 use crate::identity::AccessError;
-use crate::job::{ByteRange, JobState, JobType};
+use crate::job::{JobState, JobType};
 use crate::plugin::Credentials;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -34,6 +35,7 @@ pub enum Route {
     OpenApi,
     Plugins,
     ReloadPlugins,
+    Metrics,
     ListJobs,
     CreateJob,
     GetJob,
@@ -55,6 +57,7 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/v1/openapi.json", Route::OpenApi),
     ("GET", "/v1/plugins", Route::Plugins),
     ("POST", "/v1/plugins/reload", Route::ReloadPlugins),
+    ("GET", "/v1/metrics", Route::Metrics),
     ("GET", "/v1/jobs", Route::ListJobs),
     ("POST", "/v1/jobs", Route::CreateJob),
     ("GET", "/v1/jobs/{id}", Route::GetJob),
@@ -169,6 +172,20 @@ async fn dispatch(
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(Bytes::from_static(OPENAPI.as_bytes())))
             .expect("a valid response")),
+        Route::Metrics => {
+            // Counts across every user's jobs: for administrators.
+            if !caller.admin {
+                return Err(ApiError::new(
+                    "access-denied",
+                    "the metrics cover every user's jobs: they are for administrators",
+                ));
+            }
+            Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(full(Bytes::from(engine.metrics_text())))
+                .expect("a valid response"))
+        }
         Route::Plugins => Ok(json(StatusCode::OK, &plugin_list(state))),
         Route::ReloadPlugins => {
             // The plugins serve every user of the daemon.
@@ -230,11 +247,24 @@ async fn dispatch(
             ))
         }
         Route::AddFile => {
-            let body: AddFileRequest = read_json(state, request).await?;
+            let body: serde_json::Value = read_json(state, request).await?;
+            let files = if body.get("files").is_some() {
+                from_json::<AddFileSetRequest>(body)?.files
+            } else {
+                vec![from_json::<AddFileRequest>(body)?]
+            };
             let job = engine.get(caller, &id)?;
-            check_local(peer, job.job_type, &body.local)?;
-            let ranges: Vec<ByteRange> = body.ranges.into_iter().map(Into::into).collect();
-            engine.add_file(caller, &id, &body.remote, &body.local, ranges)?;
+            let mut set = Vec::with_capacity(files.len());
+            for file in files {
+                check_local(peer, job.job_type, &file.local)?;
+                set.push(NewFile {
+                    remote: file.remote,
+                    local: file.local,
+                    ranges: file.ranges.into_iter().map(Into::into).collect(),
+                    sha256: file.sha256,
+                });
+            }
+            engine.add_files(caller, &id, set)?;
             Ok(json(
                 StatusCode::OK,
                 &JobView::of(&engine.get(caller, &id)?),
@@ -534,6 +564,16 @@ async fn read_json<T: DeserializeOwned>(
             _ => "invalid-json",
         };
         ApiError::new(code, format!("the request body is not accepted: {e}"))
+    })
+}
+
+/// A JSON value read by [`read_json`] as `T`, with the same error codes.
+fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            "invalid-argument",
+            format!("the request body is not accepted: {e}"),
+        )
     })
 }
 

@@ -213,7 +213,7 @@ pub struct CreatedView {
     pub id: String,
 }
 
-/// `POST /v1/jobs/{id}/files`.
+/// One file of `POST /v1/jobs/{id}/files`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddFileRequest {
@@ -221,6 +221,17 @@ pub struct AddFileRequest {
     pub local: PathBuf,
     #[serde(default)]
     pub ranges: Vec<RangeRequest>,
+    /// Downloads: the SHA-256 (64 hex digits) the whole file must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// `POST /v1/jobs/{id}/files` with a set of files (BITS `AddFileSet`):
+/// all of them are added, or none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddFileSetRequest {
+    pub files: Vec<AddFileRequest>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -15,7 +15,10 @@ use crate::api::views::{
     CompletionView, CreateRequest, CreatedView, CredentialsRequest, HeaderRequest, JobView,
     RangeRequest, SetRequest, StateView,
 };
-use crate::api::{ApiErrorView, views::AddFileRequest};
+use crate::api::{
+    ApiErrorView,
+    views::{AddFileRequest, AddFileSetRequest},
+};
 use crate::config::{Env, Paths};
 use crate::job::{JobState, JobType, Priority};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -93,13 +96,24 @@ enum Command {
         priority: Option<Priority>,
     },
     /// Add a file to a job: REMOTE URL <-> LOCAL path.
+    ///
+    /// `ferry add JOB REMOTE LOCAL [REMOTE LOCAL ...]` or `ferry add JOB --list FILE`
+    /// (one `REMOTE LOCAL` a line; blank lines and lines starting with `#` are
+    /// skipped): the whole set is added, or none of it.
     Add {
         job: String,
-        remote: String,
-        local: PathBuf,
-        /// Download only this byte range, OFFSET:LENGTH (repeatable).
+        /// REMOTE LOCAL pairs.
+        #[arg(value_name = "REMOTE LOCAL", num_args = 0..)]
+        pairs: Vec<String>,
+        /// Read `REMOTE LOCAL` lines from FILE (`-` for standard input).
+        #[arg(long, value_name = "FILE", conflicts_with = "pairs")]
+        list: Option<PathBuf>,
+        /// Download only this byte range, OFFSET:LENGTH (repeatable; one file only).
         #[arg(long = "range", value_name = "OFFSET:LENGTH")]
         ranges: Vec<String>,
+        /// The SHA-256 the downloaded file must have (one file only).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
     },
     /// Queue a job (from suspended, error or transient_error).
     Resume { job: String },
@@ -405,6 +419,52 @@ fn job_path(job: &str, tail: &str) -> String {
     format!("/v1/jobs/{job}{tail}")
 }
 
+/// `REMOTE LOCAL` pairs from the command line.
+fn pairs_of(words: &[String]) -> Result<Vec<(String, PathBuf)>, Failure> {
+    if words.is_empty() || words.len() % 2 != 0 {
+        return Err(Failure::usage("give REMOTE LOCAL pairs (or --list FILE)"));
+    }
+    Ok(words
+        .chunks(2)
+        .map(|pair| (pair[0].clone(), PathBuf::from(&pair[1])))
+        .collect())
+}
+
+/// `REMOTE LOCAL` lines of a list file (`-`: standard input). The remote is
+/// the first word; the local path is the rest of the line, so it may hold
+/// spaces.
+fn read_list(path: &std::path::Path) -> Result<Vec<(String, PathBuf)>, Failure> {
+    let text = if path == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    let mut pairs = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (remote, local) = line
+            .split_once(char::is_whitespace)
+            .map(|(r, l)| (r, l.trim()))
+            .filter(|(_, l)| !l.is_empty())
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "{} line {}: expected REMOTE LOCAL",
+                    path.display(),
+                    number + 1
+                ))
+            })?;
+        pairs.push((remote.to_string(), PathBuf::from(local)));
+    }
+    if pairs.is_empty() {
+        return Err(Failure::usage(format!("{} lists no file", path.display())));
+    }
+    Ok(pairs)
+}
+
 /// A LOCAL path as the daemon wants it: absolute.
 fn absolute(path: &std::path::Path) -> Result<PathBuf, Failure> {
     std::path::absolute(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
@@ -486,21 +546,41 @@ async fn client_command(client: &mut Client, command: Command, json: bool) -> Ou
         }
         Command::Add {
             job,
-            remote,
-            local,
+            pairs,
+            list,
             ranges,
+            sha256,
         } => {
-            let request = AddFileRequest {
-                remote,
-                local: absolute(&local)?,
-                ranges: ranges
-                    .iter()
-                    .map(|r| parse_range(r))
-                    .collect::<Result<_, _>>()?,
+            let pairs = match list {
+                Some(list) => read_list(&list)?,
+                None => pairs_of(&pairs)?,
             };
-            let view: JobView = client
-                .call(Method::POST, &job_path(&job, "/files"), Some(&request))
-                .await?;
+            if pairs.len() != 1 && (!ranges.is_empty() || sha256.is_some()) {
+                return Err(Failure::usage(
+                    "--range and --sha256 apply to one file: give one REMOTE LOCAL pair",
+                ));
+            }
+            let ranges: Vec<_> = ranges
+                .iter()
+                .map(|r| parse_range(r))
+                .collect::<Result<_, _>>()?;
+            let mut files = Vec::with_capacity(pairs.len());
+            for (remote, local) in pairs {
+                files.push(AddFileRequest {
+                    remote,
+                    local: absolute(&local)?,
+                    ranges: ranges.clone(),
+                    sha256: sha256.clone(),
+                });
+            }
+            let path = job_path(&job, "/files");
+            let view: JobView = match files.len() {
+                1 => client.call(Method::POST, &path, files.first()).await?,
+                _ => {
+                    let set = AddFileSetRequest { files };
+                    client.call(Method::POST, &path, Some(&set)).await?
+                }
+            };
             Ok(show(json, &view, |v| {
                 format!("job {}: {} file(s)", v.id, v.files.len())
             }))
@@ -814,6 +894,7 @@ async fn get(
                     remote: url.clone(),
                     local: dest.clone(),
                     ranges: Vec::new(),
+                    sha256: None,
                 }),
             )
             .await?;

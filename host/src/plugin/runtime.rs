@@ -104,7 +104,9 @@ pub enum RuntimeError {
         wasm: PathBuf,
         manifest: PathBuf,
     },
-    #[error("plugin {plugin}: the manifest {manifest} has no component beside it (Ferry reads {wasm})")]
+    #[error(
+        "plugin {plugin}: the manifest {manifest} has no component beside it (Ferry reads {wasm})"
+    )]
     ComponentMissing {
         plugin: String,
         manifest: PathBuf,
@@ -439,7 +441,9 @@ impl PluginRuntime {
         let before: BTreeSet<String> = {
             let catalog = self.read_catalog();
             for plugin in catalog.plugins.values().filter(|p| p.builtin) {
-                fresh.plugins.insert(plugin.manifest.name.clone(), plugin.clone());
+                fresh
+                    .plugins
+                    .insert(plugin.manifest.name.clone(), plugin.clone());
                 for scheme in &plugin.manifest.schemes {
                     fresh
                         .schemes
@@ -460,7 +464,13 @@ impl PluginRuntime {
             .into_iter()
             .filter(|name| !loaded.contains(name))
             .collect();
-        tracing::info!(?loaded, ?removed, refused = refused.len(), "plugins reloaded from {}", dir.display());
+        tracing::info!(
+            ?loaded,
+            ?removed,
+            refused = refused.len(),
+            "plugins reloaded from {}",
+            dir.display()
+        );
         Ok(Reloaded {
             loaded,
             removed,
@@ -481,9 +491,7 @@ impl PluginRuntime {
         })?;
         let mut stems = BTreeSet::new();
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            let plugin_file = path
-                .extension()
-                .is_some_and(|x| x == "wasm" || x == "toml");
+            let plugin_file = path.extension().is_some_and(|x| x == "wasm" || x == "toml");
             if let (true, Some(stem)) = (plugin_file, path.file_stem()) {
                 stems.insert(stem.to_string_lossy().into_owned());
             }
@@ -1390,10 +1398,9 @@ fn settle<R>(
                 "plugin-trap",
                 match state.stderr.panic_message() {
                     // A Rust plugin's panic: its own words, then the trap.
-                    Some(panic) => format!(
-                        "plugin {name} {panic} (trapped: {})",
-                        trap_message(&trap)
-                    ),
+                    Some(panic) => {
+                        format!("plugin {name} {panic} (trapped: {})", trap_message(&trap))
+                    }
                     None => format!("plugin {name} trapped: {}", trap_message(&trap)),
                 },
             ),
