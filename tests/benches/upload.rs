@@ -52,8 +52,9 @@ fn curl_round(server: &TusServer, file: &Path, size: u64) -> Duration {
         .args(["-s", "-o", "/dev/null", "-f", "-X", "PATCH"])
         .args(["-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0"])
         .args(["-H", "Content-Type: application/offset+octet-stream"])
-        .arg("--data-binary")
-        .arg(format!("@{}", file.display()))
+        // `-T` streams the file (`--data-binary @FILE` would read it into memory).
+        .arg("-T")
+        .arg(file)
         .arg(&location)
         .status()
         .expect("curl runs");
