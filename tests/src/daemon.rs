@@ -45,7 +45,9 @@ impl Run {
 
 /// The tests' servers listen on loopback, which plugins reach only when the
 /// operator allows it, as every test daemon's configuration does.
-pub const LOOPBACK: &str = "allow-private-addresses = [\"127.0.0.0/8\", \"::1\"]\n";
+/// Their connections are direct, whatever the machine's `http_proxy` says.
+pub const LOOPBACK: &str =
+    "allow-private-addresses = [\"127.0.0.0/8\", \"::1\"]\n\n[network]\nproxy = \"none\"\n";
 
 /// A daemon's directories, and the daemon once started.
 pub struct Daemon {

@@ -95,10 +95,13 @@ pub fn loopback() -> Vec<String> {
     vec!["127.0.0.0/8".to_string(), "::1".to_string()]
 }
 
-/// The default runtime configuration, with [`loopback`] allowed.
+/// The default runtime configuration, with [`loopback`] allowed, and
+/// direct connections whatever the machine's `http_proxy`/`no_proxy` say
+/// (the tests' servers are on loopback).
 pub fn loopback_config() -> RuntimeConfig {
     let mut config = RuntimeConfig::default();
     config.network.allow_private_addresses = loopback();
+    config.network.proxy = ferry::plugin::network::Proxy::None;
     config
 }
 

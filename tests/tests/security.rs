@@ -224,6 +224,7 @@ mod network_policy {
             ..RuntimeConfig::default()
         };
         config.network.allow_private_addresses = allow;
+        config.network.proxy = ferry::plugin::network::Proxy::None;
         PluginRuntime::with_builtins(config).unwrap()
     }
 
