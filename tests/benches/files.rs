@@ -65,7 +65,7 @@ impl Nginx {
             ),
         )
         .unwrap();
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .arg("-p")
             .arg(prefix)
             .arg("-c")
@@ -80,6 +80,8 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("nginx did not listen on {port}");
     }
 }

@@ -421,7 +421,7 @@ fn job_path(job: &str, tail: &str) -> String {
 
 /// `REMOTE LOCAL` pairs from the command line.
 fn pairs_of(words: &[String]) -> Result<Vec<(String, PathBuf)>, Failure> {
-    if words.is_empty() || words.len() % 2 != 0 {
+    if words.is_empty() || !words.len().is_multiple_of(2) {
         return Err(Failure::usage("give REMOTE LOCAL pairs (or --list FILE)"));
     }
     Ok(words

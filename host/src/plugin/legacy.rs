@@ -322,7 +322,7 @@ impl host::HostDestination for PluginState {
         let sink = self
             .table()
             .get_mut(&destination)?
-            .begin(RemoteInfo::from(info), from)
+            .begin(RemoteInfo::from(info).sanitized(), from)
             .map(|sink| Box::new(sink) as DynOutputStream);
         Ok(self.push_stream(sink)?.map_err(Into::into))
     }
