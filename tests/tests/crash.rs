@@ -33,6 +33,16 @@ fn sent(server: &TestServer) -> u64 {
 struct Lcg(u64);
 
 impl Lcg {
+    /// A sequence seeded by the clock; the seed is printed.
+    fn seeded() -> Lcg {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        println!("seed {seed}");
+        Lcg(seed)
+    }
+
     fn below(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
@@ -64,12 +74,7 @@ fn killing_the_daemon_at_random_moments_loses_nothing() {
     let id = daemon.create_download(ferry(), &pairs);
     daemon.run(ferry(), &["resume", &id]).ok();
 
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed {seed}");
-    let mut random = Lcg(seed);
+    let mut random = Lcg::seeded();
     let mut crashes = 0u64;
     while crashes < 8 {
         // Kill it at a random moment once bytes are moving.
@@ -144,12 +149,7 @@ fn killing_the_daemon_during_batch_adds_loses_no_acknowledged_file() {
         .as_str()
         .unwrap()
         .to_string();
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed {seed}");
-    let mut random = Lcg(seed);
+    let mut random = Lcg::seeded();
     let mut held = 0usize;
     let mut sets = 0usize;
     for round in 0..6 {
