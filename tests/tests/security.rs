@@ -558,18 +558,18 @@ fn send_raw(socket: &Path, (request, give_up): (Vec<u8>, bool)) -> u16 {
         .unwrap_or(0)
 }
 
-/// The API fuzzing run (finding 15): 100,000 generated requests against a
-/// real daemon's router, from a user other than the victim's owner when run
-/// as root. Benchmark-style, not in the default run:
-/// `cargo test -p ferry-tests --test security -- --ignored api_fuzz --nocapture`
-/// (`FERRY_FUZZ_REQUESTS` and `FERRY_FUZZ_SEED` change the run).
+/// The API fuzzing run (finding 15): generated requests against a real
+/// daemon's router, from a user other than the victim's owner when run as
+/// root. The default run sends 2,000 (a few seconds); the recorded
+/// benchmark-style run sends 100,000:
+/// `FERRY_FUZZ_REQUESTS=100000 cargo test -p ferry-tests --test security api_fuzz -- --nocapture`
+/// (`FERRY_FUZZ_SEED` changes the sequence).
 #[test]
-#[ignore = "benchmark-style run: 100,000 requests"]
 fn api_fuzz() {
     let total: usize = std::env::var("FERRY_FUZZ_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(2_000);
     let seed: u64 = std::env::var("FERRY_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
