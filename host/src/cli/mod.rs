@@ -419,6 +419,118 @@ fn job_path(job: &str, tail: &str) -> String {
     format!("/v1/jobs/{job}{tail}")
 }
 
+/// Follows job `id`'s event stream with a progress bar (hidden with
+/// `--json`) until the job is transferred; the finished bar counts what
+/// moved. Ctrl-C, a job in `error` and a job closed by someone else end it
+/// with their failure, the job left as it is.
+async fn follow_to_transferred(
+    mut stream: client::EventStream,
+    id: &str,
+    json: bool,
+) -> Result<ProgressBar, Failure> {
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}",
+        )
+        .expect("the template is valid"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let interrupted = |bar: &ProgressBar| {
+        bar.abandon();
+        eprintln!(
+            "ferry: interrupted; job {id} goes on in the daemon.\n  follow it:  ferry watch {id}\n  finish it:  ferry complete {id}   (or drop it: ferry cancel {id})"
+        );
+        Failure::new(
+            "interrupted",
+            format!("interrupted; job {id} goes on"),
+            exit::INTERRUPTED,
+        )
+    };
+    loop {
+        let event = tokio::select! {
+            e = stream.next() => e,
+            _ = tokio::signal::ctrl_c() => return Err(interrupted(&bar)),
+        };
+        let Some(event) = event else {
+            bar.abandon();
+            return Err(Failure::new(
+                "daemon-unreachable",
+                format!("the daemon stopped; job {id} is kept and goes on when it starts again"),
+                exit::UNREACHABLE,
+            ));
+        };
+        let (state, progress, error) = if event.event == "job" {
+            match serde_json::from_str::<JobView>(&event.data) {
+                Ok(v) => (v.state, v.progress, v.error),
+                Err(_) => continue,
+            }
+        } else {
+            match serde_json::from_str::<EventView>(&event.data) {
+                Ok(e) => (
+                    e.state,
+                    e.progress,
+                    e.error.map(|e| crate::api::views::ErrorView::of_job(&e)),
+                ),
+                Err(_) => continue,
+            }
+        };
+        if let Some(total) = progress.bytes_total {
+            bar.set_length(total);
+        }
+        bar.set_position(progress.bytes_transferred);
+        match state {
+            JobState::Transferred => break,
+            JobState::TransientError => {
+                if let Some(e) = &error {
+                    bar.set_message(format!("{}; retrying later", e.code));
+                }
+            }
+            JobState::Error => {
+                bar.abandon();
+                let view = match error {
+                    Some(e) => ApiErrorView {
+                        code: e.code,
+                        message: format!(
+                            "{} (job {id} is kept in error: `ferry resume {id}` retries, `ferry cancel {id}` drops it)",
+                            e.message
+                        ),
+                        class: Some(e.class),
+                        context: Some(e.context),
+                        http_status: e.http_status,
+                    },
+                    None => ApiErrorView {
+                        code: "job-error".into(),
+                        message: format!("job {id} is in error"),
+                        class: None,
+                        context: None,
+                        http_status: None,
+                    },
+                };
+                return Err(Failure {
+                    view,
+                    exit: exit::JOB_FAILED,
+                });
+            }
+            JobState::Acknowledged | JobState::Cancelled => {
+                bar.abandon();
+                return Err(Failure::new(
+                    "job-closed",
+                    format!("job {id} was {} by someone else", state_name(state)),
+                    exit::JOB_FAILED,
+                ));
+            }
+            _ => bar.set_message(state_name(state)),
+        }
+    }
+    bar.finish_and_clear();
+    Ok(bar)
+}
+
 /// `REMOTE LOCAL` pairs from the command line.
 fn pairs_of(words: &[String]) -> Result<Vec<(String, PathBuf)>, Failure> {
     if words.is_empty() || !words.len().is_multiple_of(2) {
@@ -905,7 +1017,7 @@ async fn get(
         Ok::<_, ClientError>(stream)
     }
     .await;
-    let mut stream = match prepared {
+    let stream = match prepared {
         Ok(stream) => stream,
         Err(e) => {
             // Nothing was transferred: leave no job behind.
@@ -915,106 +1027,7 @@ async fn get(
             return Err(e.into());
         }
     };
-    let bar = if json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}",
-        )
-        .expect("the template is valid"),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let interrupted = |bar: &ProgressBar| {
-        bar.abandon();
-        eprintln!(
-            "ferry: interrupted; job {id} goes on in the daemon.\n  follow it:  ferry watch {id}\n  finish it:  ferry complete {id}   (or drop it: ferry cancel {id})"
-        );
-        Failure::new(
-            "interrupted",
-            format!("interrupted; job {id} goes on"),
-            exit::INTERRUPTED,
-        )
-    };
-    loop {
-        let event = tokio::select! {
-            e = stream.next() => e,
-            _ = tokio::signal::ctrl_c() => return Err(interrupted(&bar)),
-        };
-        let Some(event) = event else {
-            bar.abandon();
-            return Err(Failure::new(
-                "daemon-unreachable",
-                format!("the daemon stopped; job {id} is kept and goes on when it starts again"),
-                exit::UNREACHABLE,
-            ));
-        };
-        let (state, progress, error) = if event.event == "job" {
-            match serde_json::from_str::<JobView>(&event.data) {
-                Ok(v) => (v.state, v.progress, v.error),
-                Err(_) => continue,
-            }
-        } else {
-            match serde_json::from_str::<EventView>(&event.data) {
-                Ok(e) => (
-                    e.state,
-                    e.progress,
-                    e.error.map(|e| crate::api::views::ErrorView::of_job(&e)),
-                ),
-                Err(_) => continue,
-            }
-        };
-        if let Some(total) = progress.bytes_total {
-            bar.set_length(total);
-        }
-        bar.set_position(progress.bytes_transferred);
-        match state {
-            JobState::Transferred => break,
-            JobState::TransientError => {
-                if let Some(e) = &error {
-                    bar.set_message(format!("{}; retrying later", e.code));
-                }
-            }
-            JobState::Error => {
-                bar.abandon();
-                let view = match error {
-                    Some(e) => ApiErrorView {
-                        code: e.code,
-                        message: format!(
-                            "{} (job {id} is kept in error: `ferry resume {id}` retries, `ferry cancel {id}` drops it)",
-                            e.message
-                        ),
-                        class: Some(e.class),
-                        context: Some(e.context),
-                        http_status: e.http_status,
-                    },
-                    None => ApiErrorView {
-                        code: "job-error".into(),
-                        message: format!("job {id} is in error"),
-                        class: None,
-                        context: None,
-                        http_status: None,
-                    },
-                };
-                return Err(Failure {
-                    view,
-                    exit: exit::JOB_FAILED,
-                });
-            }
-            JobState::Acknowledged | JobState::Cancelled => {
-                bar.abandon();
-                return Err(Failure::new(
-                    "job-closed",
-                    format!("job {id} was {} by someone else", state_name(state)),
-                    exit::JOB_FAILED,
-                ));
-            }
-            _ => bar.set_message(state_name(state)),
-        }
-    }
-    bar.finish_and_clear();
+    let bar = follow_to_transferred(stream, &id, json).await?;
     let done: CompletionView = client
         .call(Method::POST, &job_path(&id, "/complete"), NO_BODY)
         .await?;

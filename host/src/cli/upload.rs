@@ -3,16 +3,14 @@
 
 use super::client::{Client, ClientError};
 use super::{
-    EventView, Failure, NO_BODY, Outcome, absolute, exit, job_path, output, show, state_name,
+    Failure, NO_BODY, Outcome, absolute, exit, follow_to_transferred, job_path, output, show,
 };
-use crate::api::ApiErrorView;
 use crate::api::views::{
     CompletedReply, CompletionView, CreateRequest, CreatedView, JobView, ReplyDataView, SetRequest,
     StateView,
 };
 use crate::job::{JobState, JobType, Priority};
 use http::Method;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -90,7 +88,7 @@ pub async fn upload(client: &mut Client, args: UploadArgs, json: bool) -> Outcom
         Ok::<_, ClientError>(stream)
     }
     .await;
-    let mut stream = match prepared {
+    let stream = match prepared {
         Ok(stream) => stream,
         Err(e) => {
             // Nothing was sent: leave no job behind.
@@ -100,99 +98,7 @@ pub async fn upload(client: &mut Client, args: UploadArgs, json: bool) -> Outcom
             return Err(e.into());
         }
     };
-    let bar = if json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}",
-        )
-        .expect("the template is valid"),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    loop {
-        let event = tokio::select! {
-            e = stream.next() => e,
-            _ = tokio::signal::ctrl_c() => {
-                bar.abandon();
-                eprintln!(
-                    "ferry: interrupted; job {id} goes on in the daemon.\n  follow it:  ferry watch {id}\n  finish it:  ferry complete {id}   (or drop it: ferry cancel {id})"
-                );
-                return Err(Failure::new(
-                    "interrupted",
-                    format!("interrupted; job {id} goes on"),
-                    exit::INTERRUPTED,
-                ));
-            }
-        };
-        let Some(event) = event else {
-            bar.abandon();
-            return Err(Failure::new(
-                "daemon-unreachable",
-                format!("the daemon stopped; job {id} is kept and goes on when it starts again"),
-                exit::UNREACHABLE,
-            ));
-        };
-        let (state, progress, error) = if event.event == "job" {
-            match serde_json::from_str::<JobView>(&event.data) {
-                Ok(v) => (v.state, v.progress, v.error),
-                Err(_) => continue,
-            }
-        } else {
-            match serde_json::from_str::<EventView>(&event.data) {
-                Ok(e) => (
-                    e.state,
-                    e.progress,
-                    e.error.map(|e| crate::api::views::ErrorView::of_job(&e)),
-                ),
-                Err(_) => continue,
-            }
-        };
-        if let Some(total) = progress.bytes_total {
-            bar.set_length(total);
-        }
-        bar.set_position(progress.bytes_transferred);
-        match state {
-            JobState::Transferred => break,
-            JobState::TransientError => {
-                if let Some(e) = &error {
-                    bar.set_message(format!("{}; retrying later", e.code));
-                }
-            }
-            JobState::Error => {
-                bar.abandon();
-                let view = match error {
-                    Some(e) => ApiErrorView {
-                        code: e.code,
-                        message: format!(
-                            "{} (job {id} is kept in error: `ferry resume {id}` retries, `ferry cancel {id}` drops it)",
-                            e.message
-                        ),
-                        class: Some(e.class),
-                        context: Some(e.context),
-                        http_status: e.http_status,
-                    },
-                    None => ApiErrorView::new("job-error", format!("job {id} is in error")),
-                };
-                return Err(Failure {
-                    view,
-                    exit: exit::JOB_FAILED,
-                });
-            }
-            JobState::Acknowledged | JobState::Cancelled => {
-                bar.abandon();
-                return Err(Failure::new(
-                    "job-closed",
-                    format!("job {id} was {} by someone else", state_name(state)),
-                    exit::JOB_FAILED,
-                ));
-            }
-            _ => bar.set_message(state_name(state)),
-        }
-    }
-    bar.finish_and_clear();
+    let bar = follow_to_transferred(stream, &id, json).await?;
     let done: CompletionView = client
         .call(Method::POST, &job_path(&id, "/complete"), NO_BODY)
         .await?;
