@@ -1319,3 +1319,49 @@ async fn no_transfer_starts_while_complete_moves_the_files() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_job_for_a_download_only_plugin_fails_typed_not_trapped() {
+    let mut runtime =
+        PluginRuntime::with_builtins(ferry_tests::fixtures::loopback_config()).unwrap();
+    let (manifest, wasm) = ferry_tests::fixtures::hostile_plugin();
+    runtime.load(&manifest, &wasm, false).unwrap();
+    let state = StateDir::new();
+    let engine = Engine::open(
+        EngineConfig::default(),
+        Box::new(state.open_store().unwrap()),
+        Arc::new(runtime),
+        Arc::new(ManualClock::new(SystemTime::now())),
+    )
+    .unwrap();
+    let files = shared_dir();
+    let source = files.path().join("source");
+    std::fs::write(&source, b"payload").unwrap();
+    let id = engine
+        .create(ALICE, JobType::Upload, "up", Priority::Normal)
+        .unwrap();
+    engine
+        .add_file(ALICE, &id, "hostile://ok/", &source, Vec::new())
+        .unwrap();
+    engine.resume(ALICE, &id).unwrap();
+    let mut job = engine.get(ALICE, &id).unwrap();
+    for _ in 0..3000 {
+        if job.state == JobState::Error {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        job = engine.get(ALICE, &id).unwrap();
+    }
+    let error = job.error.expect("the job failed").error;
+    assert_eq!(
+        (error.code.as_str(), error.class, error.context),
+        (
+            "unsupported",
+            ferry::ErrorClass::Fatal,
+            ferry::ErrorContext::Policy
+        ),
+        "{error}"
+    );
+    assert!(error.message.contains("hostile"), "{error}");
+    engine.shutdown().await;
+}
