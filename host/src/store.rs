@@ -265,6 +265,18 @@ mod tests {
     use crate::job::{JobType, Priority};
     use std::time::SystemTime;
 
+    /// Opens the store again after an earlier one was dropped: sled lets go
+    /// of its lock file from a background thread shortly after the drop.
+    fn reopen(dir: &Path) -> SledStore {
+        for _ in 0..250 {
+            if let Ok(store) = SledStore::open(dir) {
+                return store;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        SledStore::open(dir).expect("the store opens again")
+    }
+
     #[test]
     fn jobs_survive_reopening_and_removal_is_durable() {
         let dir = tempfile::tempdir().unwrap();
@@ -284,7 +296,7 @@ mod tests {
             store.save(&other).unwrap();
             store.remove("b").unwrap();
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let (jobs, unreadable) = store.load_all().unwrap();
         assert_eq!(jobs, vec![job]);
         assert!(unreadable.is_empty());
@@ -383,7 +395,7 @@ mod tests {
             let store = SledStore::open(dir.path()).unwrap();
             store.save(&job).unwrap();
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let (jobs, _) = store.load_all().unwrap();
         assert_eq!(jobs, vec![job]);
     }
