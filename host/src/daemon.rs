@@ -125,7 +125,7 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
         tokio::select! {
             _ = term.recv() => break tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => break tracing::info!("SIGINT: shutting down"),
-            _ = hup.recv() => reload_plugins(&plugins),
+            _ = hup.recv() => reload_plugins(&plugins, &engine),
         }
     }
     shutdown.cancel();
@@ -141,14 +141,18 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
 }
 
 /// SIGHUP: reads the plugins directory again (see `PluginRuntime::reload`).
-fn reload_plugins(runtime: &PluginRuntime) {
+/// Jobs waiting on a plugin failure retry at once.
+fn reload_plugins(runtime: &PluginRuntime, engine: &Engine) {
     match runtime.reload() {
-        Ok(reloaded) => tracing::info!(
-            loaded = ?reloaded.loaded,
-            removed = ?reloaded.removed,
-            refused = reloaded.refused.len(),
-            "SIGHUP: plugins reloaded"
-        ),
+        Ok(reloaded) => {
+            tracing::info!(
+                loaded = ?reloaded.loaded,
+                removed = ?reloaded.removed,
+                refused = reloaded.refused.len(),
+                "SIGHUP: plugins reloaded"
+            );
+            engine.retry_plugin_failures();
+        }
         Err(e) => tracing::error!("SIGHUP: the plugins were not reloaded: {e}"),
     }
 }

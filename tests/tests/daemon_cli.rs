@@ -606,3 +606,85 @@ fn metrics_count_what_was_transferred() {
     }
     assert_eq!(daemon.terminate(), Some(0), "log: {}", daemon.log());
 }
+
+/// Off a terminal (a log, a pipe, CI) `ferry get` prints a line at each
+/// change of state and each error instead of a progress bar that draws
+/// nothing. A plugin failure waits in `transient_error` for the retry delay
+/// (600 s by default); `ferry plugins reload` with the plugin fixed is the
+/// cure it waits for, so the job retries at once and the get finishes.
+#[test]
+fn a_get_off_a_terminal_says_what_happens_and_a_fixed_plugin_retries_at_once() {
+    use std::io::BufRead;
+    let (_rt, server) = server();
+    let size = 300_000;
+    server.put("/f.bin", Resource::pattern(size));
+    let mut daemon = Daemon::new("[plugins.grants]\nmirror = [\"127.0.0.1\"]\n");
+    let plugins = daemon.state_dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let manifest = include_str!("../../examples/mirror-plugin/manifest.toml");
+    assert!(manifest.contains("memory-mib = 32"), "{manifest}");
+    // Too little memory to run: every call fails as a plugin error.
+    let starved = manifest.replace("memory-mib = 32", "memory-mib = 1");
+    std::fs::write(plugins.join("mirror.toml"), &starved).unwrap();
+    std::fs::copy(env!("FERRY_MIRROR_EXAMPLE"), plugins.join("mirror.wasm")).unwrap();
+    daemon.start(ferry());
+
+    let url = server.url("/f.bin").replacen("http://", "mirror://", 1);
+    let dest = daemon.dir.path().join("f.bin");
+    let mut get = daemon
+        .command(ferry())
+        .args(["get", &url, dest.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let stderr = get.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let until = |printed: &mut Vec<String>, want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = seen.recv_timeout(std::time::Duration::from_millis(200)) {
+                let found = line.contains(want);
+                printed.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!(
+            "`ferry get` never printed {want:?}; it printed:\n{}",
+            printed.join("\n")
+        );
+    };
+    until(&mut printed, "transient error plugin-");
+    let failure = printed.last().unwrap().clone();
+    assert!(failure.contains("ferry resume"), "{failure}");
+
+    std::fs::write(plugins.join("mirror.toml"), manifest).unwrap();
+    daemon.run(ferry(), &["plugins", "reload"]).ok();
+    until(&mut printed, "transferred");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = get.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the get did not end");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}: {}", printed.join("\n"));
+    assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..size));
+    assert!(
+        printed.iter().any(|l| l.contains("queued")),
+        "{}",
+        printed.join("\n")
+    );
+}

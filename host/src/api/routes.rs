@@ -199,6 +199,9 @@ async fn dispatch(
                 .runtime
                 .reload()
                 .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+            // A changed plugin set is what a job waiting on a plugin
+            // failure waits for.
+            engine.retry_plugin_failures();
             Ok(json(
                 StatusCode::OK,
                 &ReloadView {

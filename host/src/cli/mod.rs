@@ -419,8 +419,9 @@ fn job_path(job: &str, tail: &str) -> String {
     format!("/v1/jobs/{job}{tail}")
 }
 
-/// Follows job `id`'s event stream with a progress bar (hidden with
-/// `--json`) until the job is transferred; the finished bar counts what
+/// Follows job `id`'s event stream with a progress bar (plain lines on
+/// standard error when it is not a terminal, nothing with `--json`) until
+/// the job is transferred; the finished bar counts what
 /// moved. Ctrl-C, a job in `error` and a job closed by someone else end it
 /// with their failure, the job left as it is.
 async fn follow_to_transferred(
@@ -440,6 +441,9 @@ async fn follow_to_transferred(
         .expect("the template is valid"),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    // Off a terminal the bar draws nothing: a log or a pipe gets lines.
+    let mut lines = (!json && !std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| ProgressLines::new(id));
     let interrupted = |bar: &ProgressBar| {
         bar.abandon();
         eprintln!(
@@ -483,11 +487,17 @@ async fn follow_to_transferred(
             bar.set_length(total);
         }
         bar.set_position(progress.bytes_transferred);
+        if let Some(lines) = lines.as_mut() {
+            lines.show(state, &progress, error.as_ref());
+        }
         match state {
             JobState::Transferred => break,
             JobState::TransientError => {
                 if let Some(e) = &error {
-                    bar.set_message(format!("{}; retrying later", e.code));
+                    bar.set_message(format!(
+                        "{}: {}; retried after the retry delay (`ferry resume {id}` retries now)",
+                        e.code, e.message
+                    ));
                 }
             }
             JobState::Error => {
@@ -529,6 +539,62 @@ async fn follow_to_transferred(
     }
     bar.finish_and_clear();
     Ok(bar)
+}
+
+/// What `ferry get` and `ferry upload` print when standard error is not a
+/// terminal (a log, a pipe, CI): a line at each change of state, each new
+/// error, and the progress at most every few seconds.
+struct ProgressLines {
+    id: String,
+    state: Option<JobState>,
+    error: Option<(String, String)>,
+    printed: std::time::Instant,
+}
+
+impl ProgressLines {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn new(id: &str) -> Self {
+        ProgressLines {
+            id: id.to_string(),
+            state: None,
+            error: None,
+            printed: std::time::Instant::now(),
+        }
+    }
+
+    fn show(
+        &mut self,
+        state: JobState,
+        progress: &crate::job::Progress,
+        error: Option<&crate::api::views::ErrorView>,
+    ) {
+        let id = &self.id;
+        let error_now = error.map(|e| (e.code.clone(), e.message.clone()));
+        if state == JobState::TransientError && error_now.is_some() && error_now != self.error {
+            let (code, message) = error_now.clone().unwrap_or_default();
+            eprintln!(
+                "ferry: job {id}: transient error {code}: {message}; retried after the retry delay (`ferry resume {id}` retries now)"
+            );
+        }
+        self.error = error_now;
+        let moved = Some(state) != self.state;
+        if moved || self.printed.elapsed() >= Self::EVERY {
+            let total = progress
+                .bytes_total
+                .map(|t| format!(" of {t}"))
+                .unwrap_or_default();
+            eprintln!(
+                "ferry: job {id}: {} {}{total} bytes, {}/{} files",
+                state_name(state),
+                progress.bytes_transferred,
+                progress.files_transferred,
+                progress.files_total
+            );
+            self.state = Some(state);
+            self.printed = std::time::Instant::now();
+        }
+    }
 }
 
 /// `REMOTE LOCAL` pairs from the command line.

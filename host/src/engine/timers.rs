@@ -101,3 +101,48 @@ impl Engine {
         }
     }
 }
+
+impl Engine {
+    /// Cuts short the retry delay of every job waiting in `transient_error`
+    /// on a plugin failure: a changed plugin set (`ferry plugins reload`,
+    /// SIGHUP) is the cure such a job waits for, so an author who fixed a
+    /// plugin does not wait out the delay. Returns the jobs queued again.
+    pub fn retry_plugin_failures(&self) -> Vec<String> {
+        let inner = &self.inner;
+        let mut queued = Vec::new();
+        let mut saved = Vec::new();
+        {
+            let mut jobs = inner.lock();
+            for slot in jobs.values_mut().filter(|s| !s.completing) {
+                let job = &mut slot.job;
+                let on_plugin = job
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.error.context == ErrorContext::Plugin);
+                if job.state != JobState::TransientError || !on_plugin {
+                    continue;
+                }
+                if let Some(next) = engine_step(job.state, EngineEvent::RetryDue) {
+                    job.state = next;
+                    job.timers.retry_in = None;
+                    saved.push((job.clone(), inner.store.stage_save(job)));
+                }
+            }
+        }
+        for (job, ticket) in saved {
+            if let Err(e) = ticket.wait() {
+                tracing::error!(job = %job.id, "saving failed: {e}");
+            }
+            inner.publish(&job, EventKind::State);
+            queued.push(job.id);
+        }
+        if !queued.is_empty() {
+            tracing::info!(
+                ?queued,
+                "plugins changed: jobs waiting on a plugin failure retry now"
+            );
+            self.schedule();
+        }
+        queued
+    }
+}
