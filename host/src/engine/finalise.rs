@@ -10,7 +10,9 @@ impl Engine {
     pub fn complete(&self, caller: Caller, id: &str) -> Refusal<Completion> {
         let (job, done) = {
             let mut jobs = self.inner.lock();
-            let slot = self.inner.owned_slot(&mut jobs, caller, id)?;
+            let slot = self
+                .inner
+                .owned_slot(&mut jobs, caller, id, Access::Change)?;
             let done = owner_operation(
                 slot.job.job_type,
                 slot.job.state,

@@ -424,9 +424,20 @@ impl Engine {
         operation: Operation,
         change: impl FnOnce(&mut Job) -> Refusal<()>,
     ) -> Refusal<Job> {
+        self.modify_as(caller, id, operation, Access::Change, change)
+    }
+    /// [`Self::modify`] for a caller allowed `access`.
+    fn modify_as(
+        &self,
+        caller: Caller,
+        id: &str,
+        operation: Operation,
+        access: Access,
+        change: impl FnOnce(&mut Job) -> Refusal<()>,
+    ) -> Refusal<Job> {
         let inner = &self.inner;
         let mut jobs = inner.lock();
-        let slot = inner.owned_slot(&mut jobs, caller, id)?;
+        let slot = inner.owned_slot(&mut jobs, caller, id, access)?;
         if slot.completing {
             return Err(JobRefusal::Completing);
         }
@@ -573,21 +584,34 @@ impl Inner {
         });
     }
 
-    /// The slot of job `id`, if `caller` owns it or is an administrator.
+    /// The slot of job `id`, if `caller` may do `what` to it: only the
+    /// owner changes a job (an administrator takes it first, or a change
+    /// would be carried out with the owner's identity); administrators
+    /// also see it and take it.
     fn owned_slot<'a>(
         &self,
         jobs: &'a mut HashMap<String, Slot>,
         caller: Caller,
         id: &str,
+        what: Access,
     ) -> Refusal<&'a mut Slot> {
         let slot = jobs
             .get_mut(id)
             .ok_or_else(|| JobRefusal::NotFound(id.to_string()))?;
-        if slot.job.owner != caller.uid && !caller.admin {
+        let admin_may = what == Access::SeeOrTake && caller.admin;
+        if slot.job.owner != caller.uid && !admin_may {
             return Err(JobRefusal::AccessDenied(id.to_string()));
         }
         Ok(slot)
     }
+}
+/// What a caller asks of another user's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Any change: the owner's alone.
+    Change,
+    /// Reading it, or `take-ownership`: administrators too.
+    SeeOrTake,
 }
 /// The tag that names a job's temporary files.
 fn temp_tag(id: &str) -> String {

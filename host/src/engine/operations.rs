@@ -201,21 +201,44 @@ impl Engine {
         self.schedule();
         Ok(())
     }
-    /// Makes `caller` the owner of job `id` (administrators only).
+    /// Makes `caller` the owner of job `id` (administrators only), as BITS
+    /// `TakeOwnership`: what the former owner set to act as them (the
+    /// notify command, credentials, custom headers) is dropped, and a
+    /// running transfer starts again as the new owner.
     pub fn take_ownership(&self, caller: Caller, id: &str) -> Refusal<()> {
         if !caller.admin {
             return Err(JobRefusal::AccessDenied(id.to_string()));
         }
-        self.modify(caller, id, Operation::Set, |job| {
-            job.owner = caller.uid;
+        let job = self.modify_as(caller, id, Operation::Set, Access::SeeOrTake, |job| {
+            if job.owner != caller.uid {
+                job.owner = caller.uid;
+                job.settings.notify_command = None;
+                job.settings.credentials = None;
+                job.settings.headers.clear();
+            }
             Ok(())
-        })
-        .map(|_| ())
+        })?;
+        let mut jobs = self.inner.lock();
+        if let Some(slot) = jobs.get_mut(&job.id)
+            && let Some(running) = slot.running.take()
+        {
+            running.cancel.cancel();
+            if let Some(next) = engine_step(slot.job.state, EngineEvent::Preempted) {
+                slot.job.state = next;
+            }
+        }
+        drop(jobs);
+        self.schedule();
+        Ok(())
     }
     /// One job, if the caller may see it.
     pub fn get(&self, caller: Caller, id: &str) -> Refusal<Job> {
         let mut jobs = self.inner.lock();
-        Ok(self.inner.owned_slot(&mut jobs, caller, id)?.job.clone())
+        Ok(self
+            .inner
+            .owned_slot(&mut jobs, caller, id, Access::SeeOrTake)?
+            .job
+            .clone())
     }
     /// The caller's jobs, or every job for an administrator asking for all,
     /// oldest first.
