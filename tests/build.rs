@@ -1,9 +1,11 @@
 //! Builds the test suite's own plugins (`tests/plugins/*`) and the example
-//! plugin (`examples/`) for wasm32-wasip2, in one cargo run, and tells the
+//! plugin (`examples/`) for wasm32-wasip2, in one cargo run, and the Python
+//! example (`examples/python-plugin`, see `build_python.rs`), and tells the
 //! tests where they are.
 
 #[path = "../host/build_plugins.rs"]
 mod build_plugins;
+mod build_python;
 
 use std::path::Path;
 
@@ -48,9 +50,14 @@ fn main() {
         ],
     );
     println!("cargo:rerun-if-changed=../host/build_plugins.rs");
+    println!("cargo:rerun-if-changed=build_python.rs");
     let packages: Vec<&str> = PLUGINS.iter().map(|(package, _)| *package).collect();
     let wasm = build_plugins::build(workspace, &packages);
     for ((_, variable), wasm) in PLUGINS.iter().zip(wasm) {
         println!("cargo:rustc-env={variable}={}", wasm.display());
     }
+    // The example in a second language: Python, built with componentize-py.
+    let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    let python = build_python::build(workspace, Path::new(&out_dir));
+    println!("cargo:rustc-env=FERRY_PYTHON_EXAMPLE={}", python.display());
 }
