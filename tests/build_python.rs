@@ -29,10 +29,14 @@ pub fn build(workspace: &Path, out_dir: &Path) -> PathBuf {
     // the source tree gets no `__pycache__`.
     let src = out_dir.join("python-plugin");
     std::fs::create_dir_all(&src).expect("the build's output directory is writable");
-    std::fs::copy(app_dir.join("app.py"), src.join("app.py")).expect("examples/python-plugin/app.py");
+    std::fs::copy(app_dir.join("app.py"), src.join("app.py"))
+        .expect("examples/python-plugin/app.py");
     let output = Command::new("python3")
         .env("PYTHONPATH", &tool)
-        .args(["-c", "import sys, componentize_py; sys.exit(componentize_py.script())"])
+        .args([
+            "-c",
+            "import sys, componentize_py; sys.exit(componentize_py.script())",
+        ])
         .arg("--wit-path")
         .arg(&wit)
         .args(["--world", WORLD, "componentize", "app", "--python-path"])
@@ -40,7 +44,9 @@ pub fn build(workspace: &Path, out_dir: &Path) -> PathBuf {
         .arg("--output")
         .arg(&wasm)
         .output()
-        .unwrap_or_else(|e| panic!("python3 does not run ({e}); the Python example plugin needs it"));
+        .unwrap_or_else(|e| {
+            panic!("python3 does not run ({e}); the Python example plugin needs it")
+        });
     assert!(
         output.status.success(),
         "componentize-py {COMPONENTIZE_PY} failed to build examples/python-plugin: {}\n{}",
@@ -59,10 +65,20 @@ fn install(root: &Path) -> PathBuf {
         return dir;
     }
     std::fs::create_dir_all(root).expect("target/ is writable");
-    let staging = root.join(format!("componentize-py-{COMPONENTIZE_PY}.{}", std::process::id()));
+    let staging = root.join(format!(
+        "componentize-py-{COMPONENTIZE_PY}.{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&staging);
     let output = Command::new("python3")
-        .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--quiet"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+        ])
         .args(["--no-deps", "--target"])
         .arg(&staging)
         .arg(format!("componentize-py=={COMPONENTIZE_PY}"))
@@ -105,7 +121,9 @@ fn newer_than_all(output: &Path, inputs: &[PathBuf]) -> bool {
         }
         Some(time)
     }
-    inputs.iter().all(|input| newest(input).is_some_and(|t| t < built))
+    inputs
+        .iter()
+        .all(|input| newest(input).is_some_and(|t| t < built))
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

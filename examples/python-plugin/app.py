@@ -28,22 +28,29 @@ CANCEL_CHECK_NS = 200_000_000
 
 
 class Download(exports.Download):
-    def download(self, job: t.JobContext, request: t.DownloadRequest, destination: host.Destination) -> None:
+    def download(
+        self, job: t.JobContext, request: t.DownloadRequest, destination: host.Destination
+    ) -> None:
         try:
             download(job, request, destination)
         except Err:
             raise
         except Exception as e:
             # A bug of this plugin: say where, rather than trap without a word.
-            where = "; ".join(f"{f.name} line {f.lineno}" for f in traceback.extract_tb(e.__traceback__)[-3:])
-            raise transient(t.ErrorContext.PLUGIN, t.ErrorCode_Other("plugin-bug"),
-                            f"{type(e).__name__}: {e} (at {where})")
+            where = "; ".join(
+                f"{f.name} line {f.lineno}" for f in traceback.extract_tb(e.__traceback__)[-3:]
+            )
+            raise transient(
+                t.ErrorContext.PLUGIN,
+                t.ErrorCode_Other("plugin-bug"),
+                f"{type(e).__name__}: {e} (at {where})",
+            )
 
 
 def download(job, request, destination):
     url = request.url
     if url.startswith(SCHEME):
-        url = "http://" + url[len(SCHEME):]
+        url = "http://" + url[len(SCHEME) :]
     ranged = request.end is not None or (request.offset > 0 and request.validator is not None)
     own = [("accept-encoding", "identity")]
     if ranged:
@@ -58,7 +65,9 @@ def download(job, request, destination):
         if status == 206 and ranged:
             continue_range(request, response, destination)
         elif status == 206:
-            raise range_mismatch(f"{url} answered 206 Partial Content to a request for the whole resource")
+            raise range_mismatch(
+                f"{url} answered 206 Partial Content to a request for the whole resource"
+            )
         elif status == 200:
             whole_body(request, response, destination)
         elif status == 416 and ranged and request.end is None:
@@ -68,6 +77,7 @@ def download(job, request, destination):
 
 
 # --- typed errors -----------------------------------------------------------
+
 
 def error(cls, context, code, message, status=None) -> Err:
     return Err(t.TransferError(cls, context, code, status, message[:1024]))
@@ -94,29 +104,51 @@ def connection_dropped(message) -> Err:
 
 
 def invalid_url(url, why) -> Err:
-    return fatal(t.ErrorContext.REMOTE_FILE, t.ErrorCode_Other("invalid-url"), f"{url} is not a usable URL: {why}")
+    return fatal(
+        t.ErrorContext.REMOTE_FILE,
+        t.ErrorCode_Other("invalid-url"),
+        f"{url} is not a usable URL: {why}",
+    )
 
 
 def from_status(status, url) -> Err:
     """The SPEC's classes: 4xx fatal but 408, 409, 425, 429; 5xx transient
     but 501, 505; anything else unexpected is fatal."""
     retry = status in (408, 409, 425, 429) or (500 <= status <= 599 and status not in (501, 505))
-    context = t.ErrorContext.REMOTE_FILE if status in (404, 410, 416) else t.ErrorContext.REMOTE_APPLICATION
+    context = (
+        t.ErrorContext.REMOTE_FILE
+        if status in (404, 410, 416)
+        else t.ErrorContext.REMOTE_APPLICATION
+    )
     cls = t.ErrorClass.TRANSIENT if retry else t.ErrorClass.FATAL
-    return error(cls, context, t.ErrorCode_HttpStatus(), f"the server answered {status} for {url}", status)
+    return error(
+        cls, context, t.ErrorCode_HttpStatus(), f"the server answered {status} for {url}", status
+    )
 
 
 def from_http_error(code, url) -> Err:
     """A `wasi:http` error code as a typed error."""
     transport = t.ErrorContext.TRANSPORT
     if isinstance(code, (http.ErrorCode_HttpRequestDenied, http.ErrorCode_DestinationIpProhibited)):
-        return fatal(t.ErrorContext.POLICY, t.ErrorCode_HostNotGranted(), f"the host refused the request to {url}")
-    if isinstance(code, (http.ErrorCode_HttpRequestUriInvalid, http.ErrorCode_HttpRequestUriTooLong)):
+        return fatal(
+            t.ErrorContext.POLICY,
+            t.ErrorCode_HostNotGranted(),
+            f"the host refused the request to {url}",
+        )
+    if isinstance(
+        code, (http.ErrorCode_HttpRequestUriInvalid, http.ErrorCode_HttpRequestUriTooLong)
+    ):
         return invalid_url(url, type(code).__name__)
-    if isinstance(code, (http.ErrorCode_ConnectionTerminated, http.ErrorCode_HttpResponseIncomplete)):
+    if isinstance(
+        code, (http.ErrorCode_ConnectionTerminated, http.ErrorCode_HttpResponseIncomplete)
+    ):
         return connection_dropped(f"the connection broke off before the response was whole ({url})")
     if isinstance(code, http.ErrorCode_TlsCertificateError):
-        return fatal(transport, t.ErrorCode_Other("tls-certificate"), f"the server's certificate was refused ({url})")
+        return fatal(
+            transport,
+            t.ErrorCode_Other("tls-certificate"),
+            f"the server's certificate was refused ({url})",
+        )
     kinds = {
         http.ErrorCode_DnsTimeout: "dns-failed",
         http.ErrorCode_DnsError: "dns-failed",
@@ -133,10 +165,13 @@ def from_http_error(code, url) -> Err:
 
 def check_cancelled() -> None:
     if host.is_cancelled():
-        raise transient(t.ErrorContext.PLUGIN, t.ErrorCode_Cancelled(), "the host cancelled the call")
+        raise transient(
+            t.ErrorContext.PLUGIN, t.ErrorCode_Cancelled(), "the host cancelled the call"
+        )
 
 
 # --- requests and redirects --------------------------------------------------
+
 
 def parse(url):
     parts = urlsplit(url)
@@ -144,6 +179,10 @@ def parse(url):
         raise invalid_url(url, "only http and https are spoken")
     if not parts.hostname:
         raise invalid_url(url, "the URL has no host")
+    try:
+        parts.port
+    except ValueError as e:
+        raise invalid_url(url, str(e))
     return parts
 
 
@@ -151,10 +190,14 @@ def origin(parts):
     return (parts.scheme, parts.hostname.lower(), parts.port or DEFAULT_PORTS[parts.scheme])
 
 
-def owner_headers(job):
-    """The owner's headers and the credentials' Authorization."""
-    headers = [(h.name, h.value) for h in job.headers]
+def owner_headers(job, own):
+    """The owner's headers but those the plugin sets itself (`own`), and the
+    credentials' Authorization, which replaces any other."""
+    replaced = {name.lower() for name, _ in own}
     credentials = job.credentials
+    if credentials is not None:
+        replaced.add("authorization")
+    headers = [(h.name, h.value) for h in job.headers if h.name.lower() not in replaced]
     if isinstance(credentials, t.Credentials_Basic):
         pair = f"{credentials.value.user}:{credentials.value.password}".encode()
         headers.append(("authorization", "Basic " + base64.b64encode(pair).decode()))
@@ -170,14 +213,10 @@ def fetch(job, url, own):
     Authorization, Cookie and Proxy-Authorization."""
     first = origin(parse(url))
     left = False
-    for hop in range(job.network.max_redirects + 1):
+    for _ in range(job.network.max_redirects + 1):
         parts = parse(url)
         left = left or origin(parts) != first
-        names = {name.lower() for name, _ in own}
-        headers = [] if left else [
-            (n, v) for n, v in owner_headers(job)
-            if n.lower() not in names or n.lower() == "authorization"
-        ]
+        headers = [] if left else owner_headers(job, own)
         headers += [(n, v) for n, v in own if not (left and n.lower() in ORIGIN_BOUND)]
         response = send(job, parts, headers, url)
         location = response.header("location")
@@ -185,8 +224,11 @@ def fetch(job, url, own):
             return response
         response.close()
         url = urljoin(url, location)
-    raise fatal(t.ErrorContext.REMOTE_APPLICATION, t.ErrorCode_Other("too-many-redirects"),
-                f"more than {job.network.max_redirects} redirects")
+    raise fatal(
+        t.ErrorContext.REMOTE_APPLICATION,
+        t.ErrorCode_Other("too-many-redirects"),
+        f"more than {job.network.max_redirects} redirects",
+    )
 
 
 def send(job, parts, headers, url):
@@ -195,7 +237,11 @@ def send(job, parts, headers, url):
         try:
             fields.append(name, value.encode())
         except Err as e:
-            raise fatal(t.ErrorContext.PLUGIN, t.ErrorCode_Other("invalid-header"), f"header {name}: {e.value}")
+            raise fatal(
+                t.ErrorContext.PLUGIN,
+                t.ErrorCode_Other("invalid-header"),
+                f"header {name}: {e.value}",
+            )
     request = http.OutgoingRequest(fields)
     request.set_method(http.Method_Get())
     request.set_scheme(http.Scheme_Https() if parts.scheme == "https" else http.Scheme_Http())
@@ -203,9 +249,11 @@ def send(job, parts, headers, url):
     request.set_path_with_query((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
     options = http.RequestOptions()
     network = job.network
-    for set_timeout, ms in ((options.set_connect_timeout, network.connect_timeout_ms),
-                            (options.set_first_byte_timeout, network.first_byte_timeout_ms),
-                            (options.set_between_bytes_timeout, network.between_bytes_timeout_ms)):
+    for set_timeout, ms in (
+        (options.set_connect_timeout, network.connect_timeout_ms),
+        (options.set_first_byte_timeout, network.first_byte_timeout_ms),
+        (options.set_between_bytes_timeout, network.between_bytes_timeout_ms),
+    ):
         if ms > 0:
             try:
                 set_timeout(ms * 1_000_000)
@@ -264,7 +312,9 @@ class Response:
             validator = t.Validator_LastModified(date)
         else:
             validator = None
-        ranges = any(u.strip().lower() == "bytes" for u in (self.header("accept-ranges") or "").split(","))
+        ranges = any(
+            u.strip().lower() == "bytes" for u in (self.header("accept-ranges") or "").split(",")
+        )
         return t.RemoteInfo(size, validator, ranges, self.url)
 
     def splice_into(self, sink, skip=0, length=None, exact=True):
@@ -277,9 +327,13 @@ class Response:
                 skipped = pump(stream, None, skip)
                 moved = pump(stream, sink, length) if skipped == skip else 0
                 if skipped < skip or (length is not None and moved < length):
-                    raise length_mismatch(f"the body of {self.url} ended after {skipped + moved} bytes")
+                    raise length_mismatch(
+                        f"the body of {self.url} ended after {skipped + moved} bytes"
+                    )
                 if exact and length is not None and not at_end(stream):
-                    raise length_mismatch(f"the body of {self.url} is longer than the {length} bytes declared")
+                    raise length_mismatch(
+                        f"the body of {self.url} is longer than the {length} bytes declared"
+                    )
         except BaseException:
             body.__exit__(None, None, None)
             raise
@@ -300,12 +354,18 @@ def pump(stream, sink, limit):
         except Err as e:
             if isinstance(e.value, streams.StreamError_Closed):
                 break
-            raise connection_dropped(f"the body broke off after {moved} bytes: {e.value.value.to_debug_string()}")
+            raise connection_dropped(
+                f"the body broke off after {moved} bytes: {e.value.value.to_debug_string()}"
+            )
     if sink is not None:
         try:
             sink.blocking_flush()
         except Err as e:
-            raise transient(t.ErrorContext.LOCAL_FILE, t.ErrorCode_Other("write-failed"), f"writing failed: {e.value}")
+            raise transient(
+                t.ErrorContext.LOCAL_FILE,
+                t.ErrorCode_Other("write-failed"),
+                f"writing failed: {e.value}",
+            )
     return moved
 
 
@@ -315,10 +375,13 @@ def at_end(stream):
     except Err as e:
         if isinstance(e.value, streams.StreamError_Closed):
             return True
-        raise connection_dropped(f"the body broke off at its end: {e.value.value.to_debug_string()}")
+        raise connection_dropped(
+            f"the body broke off at its end: {e.value.value.to_debug_string()}"
+        )
 
 
 # --- what each answer means ----------------------------------------------------
+
 
 def content_range(value):
     """`bytes FIRST-LAST/TOTAL` as (first, last, total or None), else None."""
@@ -339,11 +402,17 @@ def continue_range(request, response, destination):
     parsed = content_range(response.header("content-range"))
     if parsed is not None:
         first, last, total = parsed
-        want_end = request.end if total is None else (total if request.end is None else min(request.end, total))
+        want_end = (
+            request.end
+            if total is None
+            else (total if request.end is None else min(request.end, total))
+        )
         fits = first == request.offset and (want_end is None or last + 1 == want_end)
     if parsed is None or not fits:
-        raise range_mismatch(f"asked {request.url} for bytes from {request.offset} "
-                             f"but it answered Content-Range {response.header('content-range')!r}")
+        raise range_mismatch(
+            f"asked {request.url} for bytes from {request.offset} "
+            f"but it answered Content-Range {response.header('content-range')!r}"
+        )
     info = response.remote_info(total)
     info.accepts_ranges = True
     with destination.begin(info, request.offset) as sink:
@@ -360,13 +429,24 @@ def whole_body(request, response, destination):
             response.splice_into(sink, length=size)
         return
     recorded, now = request.validator, info.validator
-    if recorded is not None and now is not None and (type(recorded), recorded.value) != (type(now), now.value):
-        raise transient(t.ErrorContext.REMOTE_FILE, t.ErrorCode_ResourceChanged(),
-                        f"{request.url} changed since its ranges began")
+    if (
+        recorded is not None
+        and now is not None
+        and (type(recorded), recorded.value) != (type(now), now.value)
+    ):
+        raise transient(
+            t.ErrorContext.REMOTE_FILE,
+            t.ErrorCode_ResourceChanged(),
+            f"{request.url} changed since its ranges began",
+        )
     if size is not None and size < request.end:
-        raise range_mismatch(f"asked {request.url} for bytes up to {request.end} of a resource of {size} bytes")
+        raise range_mismatch(
+            f"asked {request.url} for bytes up to {request.end} of a resource of {size} bytes"
+        )
     with destination.begin(info, request.offset) as sink:
-        response.splice_into(sink, skip=request.offset, length=request.end - request.offset, exact=False)
+        response.splice_into(
+            sink, skip=request.offset, length=request.end - request.offset, exact=False
+        )
 
 
 def already_complete(request, response, destination):
