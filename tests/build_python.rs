@@ -2,8 +2,9 @@
 //! component with componentize-py, from the test suite's build script.
 //!
 //! The tool comes from PyPI at an exact version, installed by this build
-//! with `python3 -m pip install --target` into `target/python/` (no venv
-//! module needed), once: a warm rebuild finds it there. The component is
+//! with `python3 -m pip install --target` into `target/python/`, once: a
+//! warm rebuild finds it there. (`--target` needs no venv module, and a
+//! system Python that refuses installs into itself, PEP 668, allows it.) The component is
 //! rebuilt only when the app or the contract is newer than it.
 
 use std::path::{Path, PathBuf};
