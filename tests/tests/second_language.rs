@@ -60,9 +60,13 @@ fn a_daemon_downloads_through_the_python_plugin() {
     let len: u64 = 3 * 1024 * 1024 + 11;
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let server = runtime.block_on(TestServer::start());
+    // Paced, so the plugin has read what was sent before the connection
+    // drops (a reset discards what the client has not read yet).
     server.put(
         "/big.bin",
-        Resource::pattern(len).drop_after(1024 * 1024 + 5),
+        Resource::pattern(len)
+            .slow(4 * 1024 * 1024)
+            .drop_after(1024 * 1024 + 5),
     );
     let mut daemon = Daemon::new("\n[plugins.grants]\npymirror = [\"127.0.0.1\"]\n");
     let plugins = daemon.state_dir.join("plugins");
