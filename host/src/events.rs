@@ -4,7 +4,8 @@
 
 use crate::job::{JobError, JobState, Progress};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc};
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,25 +36,54 @@ pub struct Event {
 }
 
 /// The publishing side; cloning shares the stream.
+///
+/// Most listeners (event streams) may fall behind and miss events: the
+/// broadcast channel keeps the last 4,096. A listener that must see every
+/// event of a kind (the notifier) subscribes losslessly with a filter: the
+/// events it wants queue for it without bound (they are few: a filter keeps
+/// it to the events it acts on).
 #[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<Event>,
+    lossless: Arc<Mutex<Vec<Lossless>>>,
 }
+
+/// Which events a lossless listener wants.
+pub type Filter = fn(&Event) -> bool;
+
+/// A lossless listener: what it wants, and its queue.
+type Lossless = (Filter, mpsc::UnboundedSender<Event>);
 
 impl EventBus {
     pub fn new() -> EventBus {
         EventBus {
             sender: broadcast::channel(4096).0,
+            lossless: Arc::default(),
         }
     }
 
     pub fn publish(&self, event: Event) {
+        {
+            let mut lossless = self.lossless.lock().unwrap_or_else(|e| e.into_inner());
+            // A listener that went away is dropped.
+            lossless.retain(|(wants, sender)| !wants(&event) || sender.send(event.clone()).is_ok());
+        }
         // Nobody listening is fine.
         let _ = self.sender.send(event);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
+    }
+
+    /// Every event from now on that `wants` accepts, none ever dropped.
+    pub fn subscribe_lossless(&self, wants: Filter) -> mpsc::UnboundedReceiver<Event> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.lossless
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((wants, sender));
+        receiver
     }
 }
 

@@ -32,6 +32,20 @@ pub fn temp_name(final_name: &str, tag: &str) -> String {
     format!(".{final_name}.{tag}.ferry-part")
 }
 
+/// The code of a temporary file that is not the job's own (see
+/// [`TempFile::reopen`]).
+pub const UNTRUSTED_TEMP: &str = "untrusted-temp-file";
+
+fn untrusted(message: String) -> TransferError {
+    TransferError::fatal(ErrorContext::LocalFile, UNTRUSTED_TEMP, message)
+}
+
+/// A fresh random tag for temporary names (64 bits, as hex): a name
+/// nobody can guess before the file exists.
+pub fn random_tag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}
+
 /// Splits an absolute destination into its directory and file name.
 fn split(destination: &Path) -> Result<(&Path, String), TransferError> {
     let invalid = |why: &str| {
@@ -76,51 +90,105 @@ impl TempFile {
     /// through a symlink, with the usual permissions (0666 less the umask).
     pub fn create(destination: &Path, tag: &str) -> Result<TempFile, TransferError> {
         let flags = OFlags::CREATE | OFlags::EXCL;
-        TempFile::open(
-            destination,
-            tag,
-            flags,
-            Mode::from_raw_mode(0o666),
-            "cannot-create-file",
-        )
+        TempFile::open(destination, tag, flags, Mode::from_raw_mode(0o666))?.map_err(|(e, path)| {
+            TransferError::local_file("cannot-create-file", &e.into(), &path.display().to_string())
+        })
     }
 
     /// Opens the existing temporary file of `destination` for job `tag`
-    /// (after a restart), never through a symlink.
-    pub fn reopen(destination: &Path, tag: &str) -> Result<TempFile, TransferError> {
-        TempFile::open(
+    /// (after a restart), never through a symlink, and only if it is one
+    /// this job could have made: a regular file with one link, belonging to
+    /// job owner `owner` (to the daemon's user when the daemon is not root).
+    /// Anything else at that name (a symlink, a hard link to another file, a
+    /// file someone else planted) is [`UNTRUSTED_TEMP`], and never written.
+    pub fn reopen(destination: &Path, tag: &str, owner: u32) -> Result<TempFile, TransferError> {
+        // Non-blocking until it is known to be a regular file: opening a
+        // planted FIFO or device must neither wait nor take a terminal.
+        let temp = match TempFile::open(
             destination,
             tag,
-            OFlags::empty(),
+            OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
-            "cannot-open-file",
-        )
+        )? {
+            Ok(temp) => temp,
+            Err((rustix::io::Errno::LOOP, path)) => {
+                return Err(untrusted(format!("{} is a symbolic link", path.display())));
+            }
+            Err((e, path)) => {
+                return Err(TransferError::local_file(
+                    "cannot-open-file",
+                    &e.into(),
+                    &path.display().to_string(),
+                ));
+            }
+        };
+        let failed = |e: rustix::io::Errno| {
+            TransferError::local_file(
+                "cannot-open-file",
+                &e.into(),
+                &temp.path().display().to_string(),
+            )
+        };
+        let stat = rustix::fs::fstat(&*temp.file).map_err(failed)?;
+        let expected = if crate::identity::running_as_root() {
+            owner
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        let regular =
+            rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
+        if !regular || stat.st_nlink != 1 || stat.st_uid != expected {
+            return Err(untrusted(format!(
+                "{} is not this job's temporary file ({}, {} link(s), owner {}, not {expected})",
+                temp.path().display(),
+                if regular {
+                    "a regular file"
+                } else {
+                    "not a regular file"
+                },
+                stat.st_nlink,
+                stat.st_uid,
+            )));
+        }
+        rustix::fs::fcntl_setfl(&*temp.file, OFlags::empty()).map_err(failed)?;
+        Ok(temp)
     }
 
+    /// Opens the temporary name of `destination` for `tag` in its directory:
+    /// the outer error is the directory's, the inner the file's own.
     fn open(
         destination: &Path,
         tag: &str,
         flags: OFlags,
         mode: Mode,
-        code: &str,
-    ) -> Result<TempFile, TransferError> {
+    ) -> Result<Result<TempFile, (rustix::io::Errno, PathBuf)>, TransferError> {
         let (dir_path, final_name) = split(destination)?;
         let dir = open_dir(dir_path)?;
         let temp_name = temp_name(&final_name, tag);
         let flags = flags | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&dir, temp_name.as_str(), flags, mode).map_err(|e| {
-            TransferError::local_file(
-                code,
-                &e.into(),
-                &dir_path.join(&temp_name).display().to_string(),
-            )
-        })?;
-        Ok(TempFile {
+        let fd = match rustix::fs::openat(&dir, temp_name.as_str(), flags, mode) {
+            Ok(fd) => fd,
+            Err(e) => return Ok(Err((e, dir_path.join(&temp_name)))),
+        };
+        Ok(Ok(TempFile {
             dir: Arc::new(dir),
             dir_path: dir_path.to_path_buf(),
             temp_name,
             final_name,
             file: Arc::new(File::from(fd)),
+        }))
+    }
+
+    /// Gives the file the permissions `umask` leaves of 0666, whatever the
+    /// daemon's own umask took away when it was created.
+    pub fn apply_umask(&self, umask: u32) -> Result<(), TransferError> {
+        let mode = Mode::from_raw_mode(0o666 & !umask);
+        rustix::fs::fchmod(&*self.file, mode).map_err(|e| {
+            TransferError::local_file(
+                "cannot-create-file",
+                &e.into(),
+                &self.path().display().to_string(),
+            )
         })
     }
 
@@ -206,15 +274,25 @@ pub struct ReplySpool {
 
 impl ReplySpool {
     /// A fresh spool: the temporary file of `reply_file` for job `tag`,
-    /// created anew (a leftover of an earlier attempt is removed first), or
-    /// an anonymous temporary file.
-    pub fn create(reply_file: Option<&Path>, tag: &str) -> Result<ReplySpool, TransferError> {
+    /// created anew (a leftover of an earlier attempt of job owner `owner`
+    /// is removed first; anything else there makes creating it fail), or an
+    /// anonymous temporary file. A reply file gets the permissions `umask`
+    /// leaves (the job's; the daemon's own when `None`).
+    pub fn create(
+        reply_file: Option<&Path>,
+        tag: &str,
+        owner: u32,
+        umask: Option<u32>,
+    ) -> Result<ReplySpool, TransferError> {
         match reply_file {
             Some(path) => {
-                if let Ok(old) = TempFile::reopen(path, tag) {
+                if let Ok(old) = TempFile::reopen(path, tag, owner) {
                     old.remove()?;
                 }
                 let temp = TempFile::create(path, tag)?;
+                if let Some(umask) = umask {
+                    temp.apply_umask(umask)?;
+                }
                 Ok(ReplySpool {
                     file: temp.file(),
                     temp: Some(temp),
@@ -348,13 +426,64 @@ mod tests {
         assert_eq!(error.code, "cannot-open-directory");
     }
 
+    fn me() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    #[test]
+    fn only_the_jobs_own_temporary_file_is_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let elsewhere = dir.path().join("victim");
+        std::fs::write(&elsewhere, b"precious").unwrap();
+        let name = dir.path().join(temp_name("f", "j"));
+        // A symlink at the name.
+        std::os::unix::fs::symlink(&elsewhere, &name).unwrap();
+        assert_eq!(
+            TempFile::reopen(&dest, "j", me()).unwrap_err().code,
+            UNTRUSTED_TEMP
+        );
+        // A hard link to another file.
+        std::fs::remove_file(&name).unwrap();
+        std::fs::hard_link(&elsewhere, &name).unwrap();
+        assert_eq!(
+            TempFile::reopen(&dest, "j", me()).unwrap_err().code,
+            UNTRUSTED_TEMP
+        );
+        // Not a regular file (opened without blocking).
+        std::fs::remove_file(&name).unwrap();
+        nix::unistd::mkfifo(&name, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(
+            TempFile::reopen(&dest, "j", me()).unwrap_err().code,
+            UNTRUSTED_TEMP
+        );
+        // Someone else's file (a daemon not running as root expects its own).
+        std::fs::remove_file(&name).unwrap();
+        std::fs::write(&name, b"x").unwrap();
+        if crate::identity::running_as_root() {
+            assert_eq!(
+                TempFile::reopen(&dest, "j", me() + 4242).unwrap_err().code,
+                UNTRUSTED_TEMP
+            );
+        }
+        TempFile::reopen(&dest, "j", me()).unwrap();
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn random_tags_differ() {
+        let (a, b) = (random_tag(), random_tag());
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, b);
+    }
+
     #[test]
     fn remove_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
         let temp = TempFile::create(&dest, "j").unwrap();
         (&*temp.file()).write_all(b"abc").unwrap();
-        let again = TempFile::reopen(&dest, "j").unwrap();
+        let again = TempFile::reopen(&dest, "j", me()).unwrap();
         again.truncate(1).unwrap();
         assert_eq!(std::fs::read(temp.path()).unwrap(), b"a");
         temp.remove().unwrap();

@@ -53,6 +53,32 @@ impl Identity {
         }
     }
 
+    /// The caller at the other end of a Unix socket, as the kernel says:
+    /// uid and gid from the socket's credentials (`SO_PEERCRED`), the
+    /// supplementary groups of process `pid` as it runs (`/proc/PID/status`,
+    /// read when it connected; only if that process still has uid `uid`).
+    /// When they cannot be read, the groups are the user database's (plus
+    /// `gid`). The name is the user database's.
+    pub fn of_peer(uid: u32, gid: u32, pid: Option<u32>) -> Identity {
+        let known = Identity::of(uid);
+        let mut groups = match pid.and_then(ProcessStatus::of).filter(|s| s.uid == uid) {
+            Some(status) => status.groups,
+            None => {
+                tracing::debug!(uid, "the caller's groups come from the user database");
+                known.groups
+            }
+        };
+        groups.push(gid);
+        groups.sort_unstable();
+        groups.dedup();
+        Identity {
+            uid,
+            gid,
+            groups,
+            name: known.name,
+        }
+    }
+
     /// Whether this user belongs to the group named `group`.
     pub fn in_group(&self, group: &str) -> bool {
         match Group::from_name(group) {
@@ -129,6 +155,44 @@ impl Identity {
             return Err(AccessError::Denied(path.display().to_string()));
         }
         Ok(())
+    }
+}
+
+/// What the kernel says of a running process (`/proc/PID/status`): the
+/// caller's own groups and umask, rather than what the user database says
+/// they would have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessStatus {
+    /// The effective uid.
+    pub uid: u32,
+    /// The supplementary groups.
+    pub groups: Vec<u32>,
+    /// The umask (Linux 4.7 and later say it).
+    pub umask: Option<u32>,
+}
+
+impl ProcessStatus {
+    /// Process `pid`'s status, if it can be read.
+    pub fn of(pid: u32) -> Option<ProcessStatus> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        ProcessStatus::parse(&text)
+    }
+
+    /// Parses the text of `/proc/PID/status`.
+    pub fn parse(text: &str) -> Option<ProcessStatus> {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let uid = field("Uid")?.split_whitespace().nth(1)?.parse().ok()?;
+        let groups = field("Groups")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<Vec<u32>, _>>()
+            .ok()?;
+        let umask = field("Umask").and_then(|m| u32::from_str_radix(m, 8).ok());
+        Some(ProcessStatus { uid, groups, umask })
     }
 }
 
@@ -298,6 +362,33 @@ mod tests {
                 Err(AccessError::Denied(closed.clone()))
             );
         }
+    }
+
+    #[test]
+    fn a_process_status_gives_its_effective_uid_groups_and_umask() {
+        let text = "Name:\tsh\nUmask:\t0027\nState:\tS (sleeping)\n\
+                    Uid:\t1000\t1001\t1001\t1001\nGid:\t1000\t1000\t1000\t1000\n\
+                    FDSize:\t64\nGroups:\t24 27 1000 \n";
+        assert_eq!(
+            ProcessStatus::parse(text),
+            Some(ProcessStatus {
+                uid: 1001,
+                groups: vec![24, 27, 1000],
+                umask: Some(0o027),
+            })
+        );
+        let none = "Name:\tsh\nUid:\t5\t5\t5\t5\nGroups:\t\n";
+        assert_eq!(
+            ProcessStatus::parse(none),
+            Some(ProcessStatus {
+                uid: 5,
+                groups: vec![],
+                umask: None,
+            })
+        );
+        let me = ProcessStatus::of(std::process::id()).unwrap();
+        assert_eq!(me.uid, nix::unistd::geteuid().as_raw());
+        assert!(me.umask.is_some(), "the kernel says a process's umask");
     }
 
     #[test]

@@ -111,6 +111,11 @@ pub struct JobFile {
     /// as transferred.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// For downloads: the random part of the temporary file's name, so no
+    /// other user can guess it before it exists (records written before it
+    /// was kept have none: their name comes from the job's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_tag: Option<String>,
 }
 
 /// Settings an owner may change per job (SPEC §2, "Timers and quotas").
@@ -208,6 +213,12 @@ pub struct Job {
     pub job_type: JobType,
     /// The Unix uid that created (or took) the job.
     pub owner: u32,
+    /// The umask of the process that created the job (read from the kernel
+    /// when it asked): files of the job are created with it. `None` (a job
+    /// created in process, from a record of an older version, or just
+    /// taken by another owner): the daemon's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
     pub name: String,
     pub description: String,
     pub priority: Priority,
@@ -241,6 +252,7 @@ impl Job {
             id,
             job_type,
             owner,
+            umask: None,
             name,
             description: String::new(),
             priority,

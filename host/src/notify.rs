@@ -9,42 +9,42 @@
 //! while the job is still in the state that triggered it.
 
 use crate::engine::{Caller, Engine};
-use crate::events::EventKind;
+use crate::events::{Event, EventKind};
 use crate::identity::{Identity, running_as_root};
 use crate::job::JobState;
 use std::os::unix::process::CommandExt;
-use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
+/// What stops the notifier ([`spawn`]).
+pub use tokio_util::sync::CancellationToken;
 
 /// Follows the engine's events and runs notify commands until `shutdown`.
+/// It hears of every job reaching `transferred` or `error` however many
+/// other events go by meanwhile (a lossless subscription: the broadcast
+/// stream the API's event streams read may drop the oldest events).
 pub fn spawn(engine: Engine, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-    let mut events = engine.subscribe();
+    let mut events = engine.subscribe_lossless(reaches_notify);
     tokio::spawn(async move {
         loop {
             let event = tokio::select! {
                 e = events.recv() => e,
                 () = shutdown.cancelled() => return,
             };
-            let event = match event {
-                Ok(event) => event,
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!("the notifier missed {n} events");
-                    continue;
-                }
-                Err(RecvError::Closed) => return,
+            let Some(event) = event else {
+                return;
             };
-            let reached = matches!(event.kind, EventKind::State | EventKind::Error)
-                && matches!(event.state, JobState::Transferred | JobState::Error);
-            if reached {
-                tokio::spawn(notify(
-                    engine.clone(),
-                    event.job.clone(),
-                    event.state,
-                    shutdown.clone(),
-                ));
-            }
+            tokio::spawn(notify(
+                engine.clone(),
+                event.job.clone(),
+                event.state,
+                shutdown.clone(),
+            ));
         }
     })
+}
+
+/// Whether `event` is a job reaching a state that runs its notify command.
+fn reaches_notify(event: &Event) -> bool {
+    matches!(event.kind, EventKind::State | EventKind::Error)
+        && matches!(event.state, JobState::Transferred | JobState::Error)
 }
 
 const ANYONE: Caller = Caller {

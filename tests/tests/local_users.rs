@@ -81,6 +81,11 @@ impl TestUser {
     /// groups), never starting a daemon, from the copy of the binary every
     /// user can run.
     fn run(&self, daemon: &SharedDaemon, args: &[&str]) -> Run {
+        self.run_with_umask(daemon, 0o022, args)
+    }
+
+    /// [`Self::run`] from a process with umask `umask`.
+    fn run_with_umask(&self, daemon: &SharedDaemon, umask: u32, args: &[&str]) -> Run {
         let mut command = daemon.daemon.command(&daemon.binary);
         let name = std::ffi::CString::new(self.name.clone()).unwrap();
         let groups: Vec<nix::unistd::Gid> =
@@ -96,6 +101,7 @@ impl TestUser {
         // setuid system calls run, on memory prepared before the fork.
         unsafe {
             command.pre_exec(move || {
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
                 nix::unistd::setgroups(&groups)?;
                 nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
                 nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
@@ -317,4 +323,519 @@ fn an_admin_acts_on_another_users_job_only_after_taking_it() {
     assert_eq!(std::fs::read(&bob_dest).unwrap(), pattern_bytes(0..20_000));
     assert!(!bobs_marker.exists(), "bob's command ran");
     assert!(!marker.exists(), "eve's command ran on root's job");
+
+    // A job Bob's daemon work already transferred: Eve takes it and
+    // completes it; its files are hers.
+    let done_job = id_of(bob.run(&daemon, &["create"]));
+    let done_dest = open.join("done.bin");
+    bob.run(
+        &daemon,
+        &["add", &done_job, &url, done_dest.to_str().unwrap()],
+    )
+    .ok();
+    bob.run(&daemon, &["resume", &done_job]).ok();
+    wait_for_job(&daemon.daemon, ferry(), &done_job, |j| {
+        j["state"] == "transferred"
+    });
+    eve.run(&daemon, &["take-ownership", &done_job]).ok();
+    eve.run(&daemon, &["complete", &done_job]).ok();
+    assert_eq!(std::fs::metadata(&done_dest).unwrap().uid(), eve.uid);
+    assert_eq!(std::fs::read(&done_dest).unwrap(), pattern_bytes(0..20_000));
+}
+
+/// Runs `script` through `/bin/sh -c` as `user`; panics if it fails.
+fn shell_as(user: &TestUser, script: &str) {
+    let mut command = std::process::Command::new("/bin/sh");
+    command.arg("-c").arg(script).current_dir("/");
+    let (uid, gid) = (user.uid, user.gid);
+    // SAFETY: between fork and exec only the setgroups, setgid and setuid
+    // system calls run.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)])?;
+            nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The entries of `dir` whose names end in `.ferry-part`.
+fn temporary_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".ferry-part"))
+        .collect()
+}
+
+/// Finding 2, a fresh transfer: the temporary name of a root job's file
+/// used to follow from the job id (which shows in every user's process
+/// list), and a file found there was reopened whoever owned it. Mallory
+/// plants her own file at that name in a sticky, world-writable directory
+/// (and a symlink at the name of a second file): the download must not land
+/// in her inode, and her link must not be followed.
+#[test]
+fn a_file_planted_at_a_fresh_downloads_temporary_name_never_receives_it() {
+    if !is_root() {
+        eprintln!("skipped: creating throw-away users needs root");
+        return;
+    }
+    let Some(mallory) = TestUser::create("mal", &[]) else {
+        eprintln!("skipped: useradd is not available");
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put("/o.bin", Resource::pattern(30_000));
+    let daemon = SharedDaemon::start("");
+    let open = daemon.dir().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+
+    let id = id_of(daemon.root(&["create"]));
+    let (first, second) = (open.join("o.bin"), open.join("p.bin"));
+    for dest in [&first, &second] {
+        daemon
+            .root(&["add", &id, &server.url("/o.bin"), dest.to_str().unwrap()])
+            .ok();
+    }
+    // The name the daemon used to choose: the job id's first 12 hex digits.
+    let tag: String = id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
+    let planted = open.join(format!(".o.bin.{tag}.ferry-part"));
+    let linked = open.join(format!(".p.bin.{tag}.ferry-part"));
+    let target = open.join("mallorys-target");
+    shell_as(
+        &mallory,
+        &format!(
+            "umask 0; : > '{}'; : > '{}'; ln -s '{}' '{}'",
+            planted.display(),
+            target.display(),
+            target.display(),
+            linked.display()
+        ),
+    );
+    daemon.root(&["resume", &id]).ok();
+    let end = wait_for_job(&daemon.daemon, ferry(), &id, |j| {
+        j["state"] == "transferred" || j["state"] == "error"
+    });
+    // (In `error`, `complete` keeps the files that did arrive.)
+    daemon.root(&["complete", &id]).ok();
+    for dest in [&first, &second] {
+        let meta = std::fs::symlink_metadata(dest).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.file_type().is_file()),
+            (0, true),
+            "{} is Mallory's inode",
+            dest.display()
+        );
+        assert_eq!(std::fs::read(dest).unwrap(), pattern_bytes(0..30_000));
+    }
+    assert_eq!(std::fs::metadata(&planted).unwrap().len(), 0);
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 0);
+    assert_eq!(end["state"], "transferred", "{end}");
+}
+
+/// Finding 2, a resumed transfer: once a temporary file exists its name can
+/// be seen, and in a world-writable directory without the sticky bit anyone
+/// may rename it away. Mallory swaps her own file in for an interrupted
+/// root download's temporary file: resuming must never write into it (the
+/// file starts over under a new name).
+#[test]
+fn a_file_swapped_in_for_an_interrupted_downloads_temporary_file_never_receives_it() {
+    if !is_root() {
+        eprintln!("skipped: creating throw-away users needs root");
+        return;
+    }
+    let Some(mallory) = TestUser::create("mas", &[]) else {
+        eprintln!("skipped: useradd is not available");
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put("/o.bin", Resource::pattern(60_000).drop_after(20_000));
+    let daemon = SharedDaemon::start("");
+    let open = daemon.dir().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+    let id = id_of(daemon.root(&["create"]));
+    let dest = open.join("o.bin");
+    daemon
+        .root(&["add", &id, &server.url("/o.bin"), dest.to_str().unwrap()])
+        .ok();
+    daemon.root(&["resume", &id]).ok();
+    // The connection drops after 20,000 bytes: the job waits to retry,
+    // with its bytes recorded.
+    wait_for_job(&daemon.daemon, ferry(), &id, |j| {
+        j["state"] == "transient_error" && j["files"][0]["bytes_transferred"].as_u64() > Some(0)
+    });
+    let names = temporary_names(&open);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = open.join(&names[0]);
+    let moved = open.join("moved-away");
+    shell_as(
+        &mallory,
+        &format!(
+            "mv '{0}' '{1}' && umask 0 && printf mallory > '{0}'",
+            name.display(),
+            moved.display()
+        ),
+    );
+    daemon.root(&["resume", &id]).ok();
+    wait_for_job(&daemon.daemon, ferry(), &id, |j| {
+        j["state"] == "transferred"
+    });
+    daemon.root(&["complete", &id]).ok();
+    let meta = std::fs::metadata(&dest).unwrap();
+    assert_eq!(meta.uid(), 0, "the download landed in Mallory's inode");
+    assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..60_000));
+    assert_eq!(std::fs::read(&name).unwrap(), b"mallory");
+}
+
+/// Records written before temporary names had a random part still load,
+/// and their files keep the name they were given.
+#[test]
+fn a_file_record_without_a_temporary_tag_still_loads() {
+    let record = r#"{"remote":"http://example.invalid/o","local":"/srv/o","bytes_total":10,
+        "bytes_transferred":4,"complete":false,"finalized":false,"validator":null}"#;
+    let file: ferry::job::JobFile = serde_json::from_str(record).unwrap();
+    assert_eq!(file.temp_tag, None);
+    assert_eq!(file.bytes_transferred, 4);
+}
+
+/// Finding 13: a notify command is never dropped however many events go by
+/// before the notifier runs. On a single-threaded runtime the notifier
+/// cannot run while the test holds the thread: a job reaches `error`, then
+/// 4,800 other events are published (more than the event stream keeps for
+/// a listener that fell behind) before the notifier is polled at all.
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_of_events_never_drops_a_notify_command() {
+    use ferry::clock::ManualClock;
+    use ferry::engine::{Caller, Engine, EngineConfig, Setting};
+    use ferry::job::{JobState, JobType, Priority};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    let server = TestServer::start().await;
+    server.put("/down", Resource::status(503));
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let runtime = Arc::new(
+        ferry::plugin::PluginRuntime::with_builtins(ferry_tests::fixtures::loopback_config())
+            .unwrap(),
+    );
+    let state = ferry_tests::fixtures::StateDir::new();
+    let engine = Engine::open(
+        EngineConfig::default(),
+        Box::new(state.open_store().unwrap()),
+        runtime,
+        clock.clone(),
+    )
+    .unwrap();
+    let shutdown = ferry::notify::CancellationToken::new();
+    let notifier = ferry::notify::spawn(engine.clone(), shutdown.clone());
+    let me = Caller::user(nix::unistd::geteuid().as_raw());
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("notified");
+
+    let id = engine
+        .create(me, JobType::Download, "watched", Priority::Normal)
+        .unwrap();
+    engine
+        .add_file(
+            me,
+            &id,
+            &server.url("/down"),
+            &dir.path().join("down"),
+            Vec::new(),
+        )
+        .unwrap();
+    for setting in [
+        Setting::NoProgressTimeout(Duration::from_secs(60)),
+        Setting::RetryDelay(Duration::from_secs(3600)),
+        Setting::NotifyCommand(Some(format!(
+            "echo \"$FERRY_JOB_STATE\" > '{}'",
+            marker.display()
+        ))),
+    ] {
+        engine.set(me, &id, setting).unwrap();
+    }
+    let busy = engine
+        .create(me, JobType::Download, "busy", Priority::Normal)
+        .unwrap();
+    engine.resume(me, &id).unwrap();
+    for _ in 0..3000 {
+        if engine.get(me, &id).unwrap().state == JobState::TransientError {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(engine.get(me, &id).unwrap().state, JobState::TransientError);
+
+    // From here to the end of the flood, nothing awaits.
+    clock.advance(Duration::from_secs(61));
+    engine.tick();
+    assert_eq!(engine.get(me, &id).unwrap().state, JobState::Error);
+    let flood: Vec<_> = (0..8)
+        .map(|t| {
+            let (engine, busy) = (engine.clone(), busy.clone());
+            std::thread::spawn(move || {
+                for i in 0..600 {
+                    engine
+                        .set(me, &busy, Setting::Name(format!("{t}-{i}")))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in flood {
+        thread.join().unwrap();
+    }
+
+    let mut ran = None;
+    for _ in 0..1500 {
+        if let Ok(text) = std::fs::read_to_string(&marker)
+            && text.ends_with('\n')
+        {
+            ran = Some(text);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        ran.as_deref(),
+        Some("error\n"),
+        "the notify command never ran"
+    );
+    shutdown.cancel();
+    let _ = notifier.await;
+    engine.shutdown().await;
+}
+
+/// Finding 13: `ferry watch` (`/v1/events`) of a user carries their own
+/// jobs' events and none of another user's or root's, and asking for every
+/// user's is refused to a user who is not an administrator.
+#[test]
+fn a_users_event_stream_carries_only_their_own_jobs() {
+    if !is_root() {
+        eprintln!("skipped: creating throw-away users needs root");
+        return;
+    }
+    let (Some(alice), Some(bob)) = (TestUser::create("wa", &[]), TestUser::create("wb", &[]))
+    else {
+        eprintln!("skipped: useradd is not available");
+        return;
+    };
+    let daemon = SharedDaemon::start("");
+    let everyone = alice.run(&daemon, &["watch", "--all-users"]);
+    assert_eq!(code(&everyone), "access-denied", "{}", everyone.stdout);
+
+    // Alice watches every job of hers, through the CLI.
+    let mut command = daemon.daemon.command(&daemon.binary);
+    command
+        .args(["--no-start", "watch", "--json"])
+        .env("HOME", "/")
+        .current_dir("/")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let (uid, gid) = (alice.uid, alice.gid);
+    // SAFETY: between fork and exec only the setgroups, setgid and setuid
+    // system calls run.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)])?;
+            nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+            Ok(())
+        });
+    }
+    let mut watch = command.spawn().unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        seen.recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("the watch gave nothing more: {e}"))
+    };
+    // Her stream is up once an event of hers arrives on it (the watch may
+    // connect after the first change: she changes her job until it does).
+    let alices = id_of(alice.run(&daemon, &["create"]));
+    let mut got = Vec::new();
+    while !got.iter().any(|l: &String| l.contains(&alices)) {
+        alice
+            .run(&daemon, &["set", &alices, "--name", "first"])
+            .ok();
+        got.push(next());
+    }
+    // Bob's and root's jobs change; then a new job of hers does: events
+    // arrive in order, so by her new job's event any of theirs would be in.
+    let bobs = id_of(bob.run(&daemon, &["create"]));
+    bob.run(&daemon, &["set", &bobs, "--name", "bob's"]).ok();
+    bob.run(&daemon, &["suspend", &bobs]).ok();
+    let roots = id_of(daemon.root(&["create"]));
+    daemon.root(&["set", &roots, "--name", "root's"]).ok();
+    let sentinel = id_of(alice.run(&daemon, &["create"]));
+    alice
+        .run(&daemon, &["set", &sentinel, "--name", "last"])
+        .ok();
+    while !got.iter().any(|l| l.contains(&sentinel)) {
+        got.push(next());
+    }
+    let all = got.join("\n");
+    assert!(!all.contains(&bobs), "alice saw bob's job: {all}");
+    assert!(!all.contains(&roots), "alice saw root's job: {all}");
+    assert!(
+        !all.contains(&format!("\"owner\":{}", bob.uid)) && !all.contains("\"owner\":0"),
+        "{all}"
+    );
+    ferry_tests::daemon::terminate_pid(watch.id());
+    let _ = watch.wait();
+}
+
+/// Finding 6: files are created with the umask of the process that created
+/// the job, not the daemon's: a user with `umask 077` gets a private file,
+/// one with `umask 002` a group-writable one (more than the daemon's own
+/// umask of the test run, 022, would leave).
+#[test]
+fn downloads_are_created_with_the_callers_umask() {
+    if !is_root() {
+        eprintln!("skipped: creating throw-away users needs root");
+        return;
+    }
+    let Some(alice) = TestUser::create("um", &[]) else {
+        eprintln!("skipped: useradd is not available");
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put("/o.bin", Resource::pattern(10_000));
+    let daemon = SharedDaemon::start("");
+    let dir = daemon.dir().join("alice");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(alice.uid), Some(alice.gid)).unwrap();
+    for (umask, mode) in [(0o077, 0o600), (0o002, 0o664)] {
+        let dest = dir.join(format!("umask-{umask:03o}"));
+        let id = id_of(alice.run_with_umask(&daemon, umask, &["create"]));
+        alice
+            .run(
+                &daemon,
+                &["add", &id, &server.url("/o.bin"), dest.to_str().unwrap()],
+            )
+            .ok();
+        alice.run(&daemon, &["resume", &id]).ok();
+        wait_for_job(&daemon.daemon, ferry(), &id, |j| {
+            j["state"] == "transferred"
+        });
+        alice.run(&daemon, &["complete", &id]).ok();
+        let meta = std::fs::metadata(&dest).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o777, meta.uid()),
+            (mode, alice.uid),
+            "a file made for umask {umask:03o} has mode {:03o}",
+            meta.mode() & 0o777
+        );
+    }
+}
+
+/// Finding 4: the caller is who the kernel says, not who the user database
+/// says they could be: a process of a member of a group that dropped the
+/// group (as `setpriv --clear-groups` or a sandbox does) may not use a
+/// directory only that group may write, and a process given a group by
+/// root (as `newgrp`/`sg` do) may.
+#[test]
+fn the_callers_groups_are_those_of_the_process_not_the_user_database() {
+    if !is_root() {
+        eprintln!("skipped: creating throw-away users needs root");
+        return;
+    }
+    let (Some(team), Some(other)) = (TestGroup::create("team"), TestGroup::create("oth")) else {
+        eprintln!("skipped: groupadd is not available");
+        return;
+    };
+    let Some(alice) = TestUser::create("gr", &[&team.name]) else {
+        eprintln!("skipped: useradd is not available");
+        return;
+    };
+    let gid_of = |name: &str| {
+        nix::unistd::Group::from_name(name)
+            .unwrap()
+            .unwrap()
+            .gid
+            .as_raw()
+    };
+    let daemon = SharedDaemon::start("");
+    let group_dir = |group: u32, name: &str| {
+        let dir = daemon.dir().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(0), Some(group)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+        dir
+    };
+    let teams = group_dir(gid_of(&team.name), "team");
+    let others = group_dir(gid_of(&other.name), "other");
+    // `ferry add` from a process with exactly `groups` (and her own gid).
+    let add = |groups: &[u32], dir: &Path| {
+        let id = id_of(alice.run(&daemon, &["create"]));
+        let mut command = daemon.daemon.command(&daemon.binary);
+        command
+            .args(["--no-start", "add", &id, "http://127.0.0.1:9/f"])
+            .arg(dir.join("f"))
+            .arg("--json")
+            .env("HOME", "/")
+            .current_dir("/");
+        let groups: Vec<nix::unistd::Gid> = groups
+            .iter()
+            .chain([&alice.gid])
+            .map(|&g| nix::unistd::Gid::from_raw(g))
+            .collect();
+        let (uid, gid) = (alice.uid, alice.gid);
+        // SAFETY: between fork and exec only the setgroups, setgid and
+        // setuid system calls run, on memory prepared before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                nix::unistd::setgroups(&groups)?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+                Ok(())
+            });
+        }
+        Run::from(command.output().unwrap())
+    };
+    // With her groups as the user database has them, both ways work out.
+    assert_eq!(add(&[gid_of(&team.name)], &teams).status, 0);
+    assert_eq!(
+        code(&add(&[gid_of(&team.name)], &others)),
+        "permission-denied"
+    );
+    // Without the team group, the team's directory is closed to her...
+    let dropped = add(&[], &teams);
+    assert_eq!(
+        (dropped.status, code(&dropped)),
+        (1, "permission-denied".to_string()),
+        "a process without the group used it: {}",
+        dropped.stdout
+    );
+    // ...and with a group root gave her process, that group's is open.
+    let given = add(&[gid_of(&other.name)], &others);
+    assert_eq!(given.status, 0, "{} {}", given.stdout, given.stderr);
 }

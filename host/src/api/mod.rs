@@ -61,15 +61,31 @@ pub struct ApiState {
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub caller: Caller,
+    /// As the kernel says: uid and gid from the socket's credentials, the
+    /// groups of the process that connected ([`Identity::of_peer`]).
     pub identity: Identity,
+    /// The process that connected, as the socket's credentials say.
+    pub pid: Option<u32>,
     /// Whether this daemon serves this peer at all.
     pub served: bool,
 }
 
+impl Peer {
+    /// The umask of the process that connected, read now (it may have
+    /// changed since it connected), if it is still that user's.
+    pub fn umask(&self) -> Option<u32> {
+        self.pid
+            .and_then(crate::identity::ProcessStatus::of)
+            .filter(|s| s.uid == self.caller.uid)
+            .and_then(|s| s.umask)
+    }
+}
+
 impl ApiState {
-    /// The peer with uid `uid`, as this daemon treats them.
-    pub fn peer(&self, uid: u32) -> Peer {
-        let identity = Identity::of(uid);
+    /// The peer with uid `uid`, gid `gid`, process `pid` (the socket's
+    /// credentials), as this daemon treats them.
+    pub fn peer(&self, uid: u32, gid: u32, pid: Option<u32>) -> Peer {
+        let identity = Identity::of_peer(uid, gid, pid);
         let admin = uid == 0
             || self
                 .admin_group
@@ -77,6 +93,7 @@ impl ApiState {
                 .is_some_and(|g| identity.in_group(g));
         Peer {
             caller: Caller { uid, admin },
+            pid,
             served: self.daemon_uid == 0 || uid == self.daemon_uid || uid == 0,
             identity,
         }
@@ -265,8 +282,12 @@ pub async fn serve_with(listener: UnixListener, state: Arc<ApiState>, limits: Co
                 continue;
             }
         };
-        let uid = match stream.peer_cred() {
-            Ok(cred) => cred.uid(),
+        let (uid, gid, pid) = match stream.peer_cred() {
+            Ok(cred) => (
+                cred.uid(),
+                cred.gid(),
+                cred.pid().and_then(|p| u32::try_from(p).ok()),
+            ),
             Err(e) => {
                 tracing::warn!("a connection without peer credentials was dropped: {e}");
                 continue;
@@ -286,7 +307,7 @@ pub async fn serve_with(listener: UnixListener, state: Arc<ApiState>, limits: Co
             // The user database may be remote (NSS): never on a worker.
             let looked_up = {
                 let state = state.clone();
-                tokio::task::spawn_blocking(move || state.peer(uid)).await
+                tokio::task::spawn_blocking(move || state.peer(uid, gid, pid)).await
             };
             let Ok(peer) = looked_up else {
                 return;

@@ -223,11 +223,12 @@ async fn dispatch(
             if let Some(d) = &body.description {
                 check_len("description", d, MAX_DESCRIPTION)?;
             }
-            let id = engine.create(
+            let id = engine.create_with_umask(
                 caller,
                 body.job_type.unwrap_or(JobType::Download),
                 &name,
                 body.priority.unwrap_or_default(),
+                peer.umask(),
             )?;
             if let Some(description) = body.description {
                 engine.set(caller, &id, Setting::Description(description))?;

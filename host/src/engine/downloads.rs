@@ -3,6 +3,7 @@
 //! checked before a file counts as transferred.
 
 use super::*;
+use crate::files::{UNTRUSTED_TEMP, random_tag};
 
 impl Engine {
     pub(super) async fn download_files(
@@ -11,7 +12,6 @@ impl Engine {
         context: &JobContext,
         generation: u64,
     ) -> Result<(), JobError> {
-        let tag = temp_tag(&job.id);
         for (index, file) in job.files.iter().enumerate() {
             if file.complete {
                 continue;
@@ -20,8 +20,36 @@ impl Engine {
                 error,
                 file: Some(index),
             };
-            let (temp, shorter) =
-                as_owner(job.owner, || open_temp(file, &tag, job.owner)).map_err(attach)?;
+            let tag = file_tag(&job.id, file);
+            let (temp, shorter) = match as_owner(job.owner, || open_temp(file, &tag, job)) {
+                // What is at the file's temporary name is not this job's (a
+                // file or link someone planted, or the former owner's after
+                // `take-ownership`): it is never written, and the file starts
+                // over under a new random name, recorded first.
+                Err(error) if error.code == UNTRUSTED_TEMP => {
+                    tracing::warn!(job = %job.id, file = index, "{}; the file starts over under a new name", error.message);
+                    let tag = random_tag();
+                    let recorded = self
+                        .save_if_running(&job.id, generation, |slot| {
+                            let f = &mut slot.job.files[index];
+                            f.temp_tag = Some(tag.clone());
+                            f.bytes_transferred = 0;
+                            f.validator = None;
+                            true
+                        })
+                        .map_err(|e| attach(store_error(&e)))?;
+                    if recorded.is_none() {
+                        // The job moved on meanwhile: nothing to create.
+                        return Ok(());
+                    }
+                    let fresh = JobFile {
+                        bytes_transferred: 0,
+                        ..file.clone()
+                    };
+                    as_owner(job.owner, || open_temp(&fresh, &tag, job)).map_err(attach)?
+                }
+                opened => opened.map_err(attach)?,
+            };
             if shorter {
                 // Bytes counted before a crash are gone: the file starts over,
                 // its record lowered before the file is cut.
@@ -291,12 +319,18 @@ impl Engine {
 /// and cuts it to the recorded progress after an interruption. The flag is
 /// set when the file holds fewer bytes than its record (lost in a crash):
 /// the caller then starts the file over rather than pad it.
-/// A daemon running as root gives the file to the job's owner.
+/// A fresh transfer creates the file exclusively; a file already at its name
+/// is used only if it is this job's own (a regular file of one link, the
+/// owner's: an earlier attempt's), and anything else there is
+/// [`UNTRUSTED_TEMP`], as it is when resuming ([`TempFile::reopen`]).
+/// A daemon running as root gives the file to the job's owner; a new file
+/// gets the permissions the job's umask leaves.
 pub(super) fn open_temp(
     file: &JobFile,
     tag: &str,
-    owner: u32,
+    job: &Job,
 ) -> Result<(TempFile, bool), TransferError> {
+    let owner = job.owner;
     if file.bytes_transferred == 0 {
         match TempFile::create(&file.local, tag) {
             Ok(temp) => {
@@ -307,17 +341,24 @@ pub(super) fn open_temp(
                         &temp.path().display().to_string(),
                     )
                 })?;
+                if let Some(umask) = job.umask {
+                    temp.apply_umask(umask)?;
+                }
                 return Ok((temp, false));
             }
             Err(e) if e.code == "cannot-create-file" => {
-                let temp = TempFile::reopen(&file.local, tag).map_err(|_| e)?;
+                let temp = match TempFile::reopen(&file.local, tag, owner) {
+                    Ok(temp) => temp,
+                    Err(untrusted) if untrusted.code == UNTRUSTED_TEMP => return Err(untrusted),
+                    Err(_) => return Err(e),
+                };
                 temp.truncate(0)?;
                 return Ok((temp, false));
             }
             Err(e) => return Err(e),
         }
     }
-    let temp = TempFile::reopen(&file.local, tag)?;
+    let temp = TempFile::reopen(&file.local, tag, owner)?;
     let held = temp
         .file()
         .metadata()

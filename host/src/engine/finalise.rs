@@ -37,8 +37,8 @@ impl Engine {
             reply: job.reply.clone(),
         };
         if job.job_type == JobType::Download {
-            let tag = temp_tag(&job.id);
             for (index, file) in job.files.iter().enumerate() {
+                let tag = file_tag(&job.id, file);
                 if file.finalized {
                     completion.files.push(file.local.clone());
                     continue;
@@ -46,13 +46,13 @@ impl Engine {
                 if !file.complete {
                     completion.partial = true;
                     as_owner(job.owner, || {
-                        TempFile::reopen(&file.local, &tag).and_then(|t| t.remove())
+                        TempFile::reopen(&file.local, &tag, job.owner).and_then(|t| t.remove())
                     })
                     .ok();
                     continue;
                 }
                 let moved = as_owner(job.owner, || {
-                    TempFile::reopen(&file.local, &tag).and_then(|t| t.finish())
+                    TempFile::reopen(&file.local, &tag, job.owner).and_then(|t| t.finish())
                 });
                 match moved {
                     Ok(path) => {
@@ -89,7 +89,8 @@ impl Engine {
             && reply.in_file
         {
             let moved = as_owner(job.owner, || {
-                TempFile::reopen(reply_file, &reply_tag(&job.id)).and_then(|t| t.finish())
+                TempFile::reopen(reply_file, &reply_tag(&job.id), job.owner)
+                    .and_then(|t| t.finish())
             });
             match moved {
                 Ok(path) => completion.files.push(path),
@@ -130,7 +131,7 @@ impl Drop for Completing<'_> {
 pub(super) fn delete_temp_files(job: &Job) {
     if let Some(reply_file) = &job.settings.reply_file {
         let removed = as_owner(job.owner, || {
-            TempFile::reopen(reply_file, &reply_tag(&job.id)).and_then(|t| t.remove())
+            TempFile::reopen(reply_file, &reply_tag(&job.id), job.owner).and_then(|t| t.remove())
         });
         if let Err(e) = removed
             && e.code != "cannot-open-file"
@@ -141,15 +142,49 @@ pub(super) fn delete_temp_files(job: &Job) {
     if job.job_type != JobType::Download {
         return;
     }
-    let tag = temp_tag(&job.id);
     for file in &job.files {
+        let tag = file_tag(&job.id, file);
         let removed = as_owner(job.owner, || {
-            TempFile::reopen(&file.local, &tag).and_then(|t| t.remove())
+            TempFile::reopen(&file.local, &tag, job.owner).and_then(|t| t.remove())
         });
         if let Err(e) = removed
             && e.code != "cannot-open-file"
         {
             tracing::warn!(job = %job.id, "cannot delete the temporary file of {}: {e}", file.local.display());
+        }
+    }
+}
+/// Gives the temporary files of job `job` (a download's files, an
+/// upload-reply job's waiting reply file), made for its former owner
+/// `former`, to its owner now (`take-ownership`), so that the transfer
+/// resumes and `complete` moves them as the new owner. Only files that are
+/// the former owner's own are handed over (each opened as them, never
+/// through a link); a daemon not running as root has only its own user's.
+pub(super) fn hand_over_temp_files(job: &Job, former: u32) {
+    if !crate::identity::running_as_root() {
+        // Every file is the daemon's user's already.
+        return;
+    }
+    let mut temps = Vec::new();
+    if let Some(reply_file) = &job.settings.reply_file {
+        temps.push((reply_file, reply_tag(&job.id)));
+    }
+    if job.job_type == JobType::Download {
+        for file in job.files.iter().filter(|f| !f.finalized) {
+            temps.push((&file.local, file_tag(&job.id, file)));
+        }
+    }
+    for (local, tag) in temps {
+        let who = crate::identity::Identity::of(job.owner);
+        let handed = as_owner(former, || TempFile::reopen(local, &tag, former)).and_then(|t| {
+            std::os::unix::fs::fchown(&*t.file(), Some(who.uid), Some(who.gid)).map_err(|e| {
+                TransferError::local_file("cannot-create-file", &e, &t.path().display().to_string())
+            })
+        });
+        if let Err(e) = handed
+            && e.code != "cannot-open-file"
+        {
+            tracing::warn!(job = %job.id, "the temporary file of {} stays its former owner's: {e}", local.display());
         }
     }
 }

@@ -26,7 +26,7 @@ mod timers;
 mod transfers;
 mod uploads;
 
-use finalise::delete_temp_files;
+use finalise::{delete_temp_files, hand_over_temp_files};
 pub use server_cancels::SERVER_CANCEL_WINDOW;
 use server_cancels::server_cancel_remaining;
 use uploads::reply_tag;
@@ -354,6 +354,14 @@ impl Engine {
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.inner.events.subscribe()
     }
+    /// The events `wants` accepts, none dropped however far the listener
+    /// falls behind (see [`crate::events::EventBus::subscribe_lossless`]).
+    pub fn subscribe_lossless(
+        &self,
+        wants: crate::events::Filter,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<Event> {
+        self.inner.events.subscribe_lossless(wants)
+    }
     /// Advances every timer by the monotonic time since the last tick, then
     /// schedules. The ticker calls it; tests call it after moving a clock.
     pub fn tick(&self) {
@@ -613,7 +621,14 @@ enum Access {
     /// Reading it, or `take-ownership`: administrators too.
     SeeOrTake,
 }
-/// The tag that names a job's temporary files.
+/// The tag in the temporary name of file `file` of job `id`: the random one
+/// recorded with the file, or, for a record from before there was one, the
+/// job's (see [`temp_tag`]).
+fn file_tag(id: &str, file: &JobFile) -> String {
+    file.temp_tag.clone().unwrap_or_else(|| temp_tag(id))
+}
+/// The tag that names a job's temporary files when its file records carry
+/// none of their own (the reply file's, and records of older versions).
 fn temp_tag(id: &str) -> String {
     id.chars()
         .filter(|c| c.is_ascii_hexdigit())

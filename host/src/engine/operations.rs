@@ -4,13 +4,26 @@
 use super::*;
 
 impl Engine {
-    /// Creates a job in `suspended`; returns its id.
+    /// Creates a job in `suspended`; returns its id. Its files are created
+    /// with the daemon's umask (see [`Self::create_with_umask`]).
     pub fn create(
         &self,
         caller: Caller,
         job_type: JobType,
         name: &str,
         priority: Priority,
+    ) -> Refusal<String> {
+        self.create_with_umask(caller, job_type, name, priority, None)
+    }
+    /// Creates a job whose files are created with `umask`, the creating
+    /// process's (the daemon's own when `None`).
+    pub fn create_with_umask(
+        &self,
+        caller: Caller,
+        job_type: JobType,
+        name: &str,
+        priority: Priority,
+        umask: Option<u32>,
     ) -> Refusal<String> {
         let inner = &self.inner;
         let mut jobs = inner.lock();
@@ -35,6 +48,7 @@ impl Engine {
             inner.clock.wall(),
         );
         job.settings = inner.config.job_defaults.clone();
+        job.umask = umask.map(|m| m & 0o777);
         let saved = inner.store.stage_save(&job);
         jobs.insert(
             id.clone(),
@@ -203,21 +217,28 @@ impl Engine {
     }
     /// Makes `caller` the owner of job `id` (administrators only), as BITS
     /// `TakeOwnership`: what the former owner set to act as them (the
-    /// notify command, credentials, custom headers) is dropped, and a
+    /// notify command, credentials, custom headers, their umask) is
+    /// dropped, the job's temporary files become the new owner's, and a
     /// running transfer starts again as the new owner.
     pub fn take_ownership(&self, caller: Caller, id: &str) -> Refusal<()> {
         if !caller.admin {
             return Err(JobRefusal::AccessDenied(id.to_string()));
         }
+        let mut former = caller.uid;
         let job = self.modify_as(caller, id, Operation::Set, Access::SeeOrTake, |job| {
+            former = job.owner;
             if job.owner != caller.uid {
                 job.owner = caller.uid;
+                job.umask = None;
                 job.settings.notify_command = None;
                 job.settings.credentials = None;
                 job.settings.headers.clear();
             }
             Ok(())
         })?;
+        if former != job.owner {
+            hand_over_temp_files(&job, former);
+        }
         let mut jobs = self.inner.lock();
         if let Some(slot) = jobs.get_mut(&job.id)
             && let Some(running) = slot.running.take()
@@ -325,6 +346,7 @@ pub(super) fn new_job_file(
         validator: None,
         source_modified,
         sha256,
+        temp_tag: (!upload).then(crate::files::random_tag),
     })
 }
 /// A SHA-256 given as 64 hex digits, in lower case.

@@ -270,7 +270,12 @@ pub(super) fn reply_tag(id: &str) -> String {
 /// A fresh spool for an upload-reply job's reply; a daemon running as root
 /// gives its reply file to the job's owner.
 pub(super) fn reply_spool(job: &Job) -> Result<ReplySpool, TransferError> {
-    let spool = ReplySpool::create(job.settings.reply_file.as_deref(), &reply_tag(&job.id))?;
+    let spool = ReplySpool::create(
+        job.settings.reply_file.as_deref(),
+        &reply_tag(&job.id),
+        job.owner,
+        job.umask,
+    )?;
     if spool.is_reply_file() {
         crate::identity::give_to_owner(&spool.file(), job.owner)
             .map_err(|e| TransferError::local_file("cannot-create-file", &e, "the reply file"))?;
