@@ -3,8 +3,10 @@
 //!
 //! - A first attempt creates the upload (`POST` with `Upload-Length` and
 //!   `Upload-Metadata: filename`), records its URL with the host, and sends
-//!   the bytes in `PATCH` chunks spliced from the host's source; each chunk
-//!   the server confirms (`Upload-Offset`) is acknowledged to the host.
+//!   the bytes in `PATCH` chunks spliced from the host's source (8 MiB,
+//!   doubling after each chunk the server confirms whole, up to 64 MiB);
+//!   each chunk the server confirms (`Upload-Offset`) is acknowledged to the
+//!   host.
 //! - A resumed attempt asks the server where it stands (`HEAD`) and goes on
 //!   from there; an upload the server no longer knows (`404`, `410`, `403`)
 //!   is `session-expired`, on which the host starts over with a new one.
@@ -33,8 +35,14 @@ use sha1::Digest as _;
 
 /// The header every tus request carries.
 pub const RESUMABLE: (&str, &str) = ("tus-resumable", "1.0.0");
-/// The bytes of one `PATCH`; each is acknowledged to the host on its own.
-const CHUNK: u64 = 8 << 20;
+/// The bytes of the first `PATCH` of a call; each `PATCH` is acknowledged
+/// to the host on its own.
+const FIRST_PATCH: u64 = 8 << 20;
+/// Each `PATCH` the server confirms whole doubles the next one up to this:
+/// fewer requests on a server that keeps up (each costs a round trip and,
+/// on most servers, opening and closing the upload's file), small ones
+/// again after a failure.
+const MAX_PATCH: u64 = 64 << 20;
 /// How often in a row one call asks the server's offset again after a
 /// broken `PATCH` or a `409` before it gives up.
 const MAX_RETRIES: u32 = 3;
@@ -58,11 +66,12 @@ pub fn upload(
     };
     source.acknowledge(offset);
     let mut retries = 0;
+    let mut patch_size = FIRST_PATCH;
     // At least one PATCH, even with nothing left to send: its answer is
     // the reply.
     loop {
         check_cancelled()?;
-        let length = CHUNK.min(size - offset);
+        let length = patch_size.min(size - offset);
         let sent = patch(job, &upload_url, source, offset, length, checksum);
         let response = match sent {
             // Another offset than ours, or bytes that arrived damaged.
@@ -92,6 +101,7 @@ pub fn upload(
                 ));
             }
             retries += 1;
+            patch_size = FIRST_PATCH;
             offset = server_offset(job, &upload_url, size)?;
             source.acknowledge(offset);
             continue;
@@ -114,6 +124,9 @@ pub fn upload(
             )));
         }
         retries = 0;
+        if confirmed == offset + length {
+            patch_size = (patch_size * 2).min(MAX_PATCH);
+        }
         offset = confirmed;
         source.acknowledge(offset);
         if offset == size {
