@@ -234,6 +234,11 @@ pub struct Job {
     pub timers_at: SystemTime,
     /// The server session of an unfinished upload.
     pub upload_session: Option<String>,
+    /// For upload-reply jobs with a reply file: the random part of the name
+    /// of the reply's temporary file (drawn when the reply file is set;
+    /// records without it use the job's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_temp_tag: Option<String>,
     pub reply: Option<ReplyRecord>,
     /// How many errors the job has had (for `info`).
     pub error_count: u32,
@@ -266,6 +271,7 @@ impl Job {
             timers: JobTimers::default(),
             timers_at: now,
             upload_session: None,
+            reply_temp_tag: None,
             reply: None,
             error_count: 0,
         }

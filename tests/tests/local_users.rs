@@ -839,3 +839,62 @@ fn the_callers_groups_are_those_of_the_process_not_the_user_database() {
     let given = add(&[gid_of(&other.name)], &others);
     assert_eq!(given.status, 0, "{} {}", given.stdout, given.stderr);
 }
+
+/// Finding 2, the same for an upload-reply job's reply file: its temporary
+/// name used to follow from the job id, and a file Mallory planted there
+/// made the upload fail. Its name is random now: the upload goes through
+/// and her file is left alone.
+#[test]
+fn a_file_planted_at_a_reply_files_temporary_name_does_not_stop_the_upload() {
+    if !is_root() {
+        eprintln!("skipped: creating throw-away users needs root");
+        return;
+    }
+    let Some(mallory) = TestUser::create("mar", &[]) else {
+        eprintln!("skipped: useradd is not available");
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(ferry_tests::bits_server::BitsServer::start());
+    let daemon = SharedDaemon::start("");
+    let open = daemon.dir().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let source = daemon.dir().join("source.bin");
+    std::fs::write(&source, pattern_bytes(0..50_000)).unwrap();
+    let reply = open.join("reply.txt");
+
+    let id = id_of(daemon.root(&["create", "--type", "upload-reply"]));
+    let url = format!("http://{}/plain/up.bin", server.addr());
+    daemon
+        .root(&["add", &id, &url, source.to_str().unwrap()])
+        .ok();
+    daemon
+        .root(&[
+            "set",
+            &id,
+            "--protocol",
+            "put",
+            "--reply-file",
+            reply.to_str().unwrap(),
+        ])
+        .ok();
+    let tag: String = id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
+    let planted = open.join(format!(".reply.txt.{tag}-reply.ferry-part"));
+    shell_as(
+        &mallory,
+        &format!("umask 0; printf mallory > '{}'", planted.display()),
+    );
+    daemon.root(&["resume", &id]).ok();
+    let end = wait_for_job(&daemon.daemon, ferry(), &id, |j| {
+        j["state"] == "transferred" || j["state"] == "error"
+    });
+    assert_eq!(end["state"], "transferred", "{end}");
+    daemon.root(&["complete", &id]).ok();
+    assert_eq!(std::fs::metadata(&reply).unwrap().uid(), 0);
+    assert_eq!(std::fs::read(&planted).unwrap(), b"mallory");
+}

@@ -89,8 +89,7 @@ impl Engine {
             && reply.in_file
         {
             let moved = as_owner(job.owner, || {
-                TempFile::reopen(reply_file, &reply_tag(&job.id), job.owner)
-                    .and_then(|t| t.finish())
+                TempFile::reopen(reply_file, &reply_tag(&job), job.owner).and_then(|t| t.finish())
             });
             match moved {
                 Ok(path) => completion.files.push(path),
@@ -131,7 +130,7 @@ impl Drop for Completing<'_> {
 pub(super) fn delete_temp_files(job: &Job) {
     if let Some(reply_file) = &job.settings.reply_file {
         let removed = as_owner(job.owner, || {
-            TempFile::reopen(reply_file, &reply_tag(&job.id), job.owner).and_then(|t| t.remove())
+            TempFile::reopen(reply_file, &reply_tag(job), job.owner).and_then(|t| t.remove())
         });
         if let Err(e) = removed
             && e.code != "cannot-open-file"
@@ -167,7 +166,7 @@ pub(super) fn hand_over_temp_files(job: &Job, former: u32) {
     }
     let mut temps = Vec::new();
     if let Some(reply_file) = &job.settings.reply_file {
-        temps.push((reply_file, reply_tag(&job.id)));
+        temps.push((reply_file, reply_tag(job)));
     }
     if job.job_type == JobType::Download {
         for file in job.files.iter().filter(|f| !f.finalized) {

@@ -169,6 +169,9 @@ impl Engine {
                     }
                     if let Some(path) = &v {
                         check_local_path(path)?;
+                        if job.reply_temp_tag.is_none() {
+                            job.reply_temp_tag = Some(crate::files::random_tag());
+                        }
                     }
                     s.reply_file = v;
                 }

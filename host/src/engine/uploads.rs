@@ -263,16 +263,21 @@ impl Engine {
     }
 }
 
-/// The temporary-file tag of job `id`'s reply file.
-pub(super) fn reply_tag(id: &str) -> String {
-    format!("{}-reply", temp_tag(id))
+/// The temporary-file tag of `job`'s reply file: random (drawn when the
+/// reply file was set), or, in a record from before, the job id's.
+pub(super) fn reply_tag(job: &Job) -> String {
+    let tag = job
+        .reply_temp_tag
+        .clone()
+        .unwrap_or_else(|| temp_tag(&job.id));
+    format!("{tag}-reply")
 }
 /// A fresh spool for an upload-reply job's reply; a daemon running as root
 /// gives its reply file to the job's owner.
 pub(super) fn reply_spool(job: &Job) -> Result<ReplySpool, TransferError> {
     let spool = ReplySpool::create(
         job.settings.reply_file.as_deref(),
-        &reply_tag(&job.id),
+        &reply_tag(job),
         job.owner,
         job.umask,
     )?;
