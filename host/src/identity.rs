@@ -79,6 +79,33 @@ impl Identity {
         }
     }
 
+    /// Who a job of `uid` acts as: the user database's identity now, with
+    /// only the groups the process that created the job also had
+    /// (`recorded`): a group the user lost since, or one the process had
+    /// dropped, lends nothing. The gid is the recorded one if the user still
+    /// has it, else the database's if the process had it, else [`NO_GROUP`].
+    pub fn acting_for(uid: u32, recorded: Option<&crate::job::OwnerGroups>) -> Identity {
+        let known = Identity::of(uid);
+        let Some(recorded) = recorded else {
+            return known;
+        };
+        let had = |g: &u32| *g == recorded.gid || recorded.groups.contains(g);
+        let gid = if known.groups.contains(&recorded.gid) {
+            recorded.gid
+        } else if had(&known.gid) {
+            known.gid
+        } else {
+            NO_GROUP
+        };
+        let groups = known.groups.iter().copied().filter(had).collect();
+        Identity {
+            uid,
+            gid,
+            groups,
+            name: known.name,
+        }
+    }
+
     /// Whether this user belongs to the group named `group`.
     pub fn in_group(&self, group: &str) -> bool {
         match Group::from_name(group) {
@@ -244,7 +271,18 @@ pub fn as_owner<T>(
     if !running_as_root() || owner == 0 {
         return op();
     }
-    let who = Identity::of(owner);
+    as_identity(&Identity::of(owner), op)
+}
+
+/// [`as_owner`] with the identity `who` (see [`Identity::acting_for`]).
+pub fn as_identity<T>(
+    who: &Identity,
+    op: impl FnOnce() -> Result<T, TransferError>,
+) -> Result<T, TransferError> {
+    let owner = who.uid;
+    if !running_as_root() || owner == 0 {
+        return op();
+    }
     let failed = |what: &str| {
         TransferError::local_file(
             "identity-failed",
@@ -389,6 +427,25 @@ mod tests {
         let me = ProcessStatus::of(std::process::id()).unwrap();
         assert_eq!(me.uid, nix::unistd::geteuid().as_raw());
         assert!(me.umask.is_some(), "the kernel says a process's umask");
+    }
+
+    #[test]
+    fn a_job_acts_with_no_group_its_creating_process_lacked() {
+        use crate::job::OwnerGroups;
+        let me = nix::unistd::geteuid().as_raw();
+        let known = Identity::of(me);
+        assert_eq!(Identity::acting_for(me, None), known);
+        let none = OwnerGroups {
+            gid: 4_000_000_001,
+            groups: vec![4_000_000_002],
+        };
+        let acting = Identity::acting_for(me, Some(&none));
+        assert_eq!((acting.gid, acting.groups), (NO_GROUP, vec![]));
+        let all = OwnerGroups {
+            gid: known.gid,
+            groups: known.groups.clone(),
+        };
+        assert_eq!(Identity::acting_for(me, Some(&all)), known);
     }
 
     #[test]

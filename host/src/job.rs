@@ -205,6 +205,13 @@ pub struct ReplyRecord {
     pub in_file: bool,
 }
 
+/// A gid and supplementary groups, as the kernel gave them to a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerGroups {
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
 /// A transfer job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
@@ -219,6 +226,11 @@ pub struct Job {
     /// taken by another owner): the daemon's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub umask: Option<u32>,
+    /// The gid and groups of the process that created (or took) the job,
+    /// as the kernel said: the job never acts with a group outside them.
+    /// `None`: the user database's alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_groups: Option<OwnerGroups>,
     pub name: String,
     pub description: String,
     pub priority: Priority,
@@ -258,6 +270,7 @@ impl Job {
             job_type,
             owner,
             umask: None,
+            owner_groups: None,
             name,
             description: String::new(),
             priority,

@@ -65,7 +65,8 @@ async fn notify(engine: Engine, id: String, state: JobState, shutdown: Cancellat
         let Some(command) = job.settings.notify_command.clone() else {
             return;
         };
-        match run(&command, &id, state, job.owner).await {
+        let who = Identity::acting_for(job.owner, job.owner_groups.as_ref());
+        match run(&command, &id, state, &who).await {
             Ok(()) => return,
             Err(e) => tracing::warn!(job = %id, "the notify command failed: {e}"),
         }
@@ -86,9 +87,15 @@ pub enum NotifyError {
     Exit(std::process::ExitStatus),
 }
 
-/// Runs `command` through `/bin/sh -c` as `owner`.
-pub async fn run(command: &str, id: &str, state: JobState, owner: u32) -> Result<(), NotifyError> {
-    let who = Identity::of(owner);
+/// Runs `command` through `/bin/sh -c` as `who` (a job's owner, with the
+/// groups the job acts with: [`Identity::acting_for`]).
+pub async fn run(
+    command: &str,
+    id: &str,
+    state: JobState,
+    who: &Identity,
+) -> Result<(), NotifyError> {
+    let owner = who.uid;
     let home = who
         .name
         .as_ref()
@@ -161,13 +168,13 @@ mod tests {
             "echo \"$FERRY_JOB_ID $FERRY_JOB_STATE\" > '{}'",
             out.display()
         );
-        let me = nix::unistd::geteuid().as_raw();
-        run(&command, "j1", JobState::Transferred, me)
+        let me = Identity::of(nix::unistd::geteuid().as_raw());
+        run(&command, "j1", JobState::Transferred, &me)
             .await
             .unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "j1 transferred\n");
         assert!(matches!(
-            run("exit 3", "j1", JobState::Error, me).await,
+            run("exit 3", "j1", JobState::Error, &me).await,
             Err(NotifyError::Exit(_))
         ));
     }

@@ -395,18 +395,32 @@ impl TestUser {
         })
     }
 
-    /// `ferry ARGS` run as this user, never starting a daemon. The binary
-    /// is the copy in the daemon's directory (see `shared_binary`): the
-    /// build's own directory may not be open to other users.
+    /// `ferry ARGS` run as this user with their groups (as in a login
+    /// session: the daemon takes the caller's groups from the process),
+    /// never starting a daemon. The binary is the copy in the daemon's
+    /// directory (see `shared_binary`): the build's own directory may not be
+    /// open to other users.
     fn run(&self, daemon: &Daemon, args: &[&str]) -> Run {
         let mut command = daemon.command(&daemon.dir.path().join("ferry-cli"));
         command
             .arg("--no-start")
             .args(args)
             .env("HOME", "/")
-            .current_dir("/")
-            .uid(self.uid)
-            .gid(self.gid);
+            .current_dir("/");
+        let name = std::ffi::CString::new(self.name.clone()).unwrap();
+        let groups =
+            nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(self.gid)).unwrap();
+        let (uid, gid) = (self.uid, self.gid);
+        // SAFETY: between fork and exec only the setgroups, setgid and
+        // setuid system calls run, on memory prepared before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                nix::unistd::setgroups(&groups)?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+                Ok(())
+            });
+        }
         Run::from(command.output().unwrap())
     }
 }

@@ -761,7 +761,8 @@ fn downloads_are_created_with_the_callers_umask() {
 /// says they could be: a process of a member of a group that dropped the
 /// group (as `setpriv --clear-groups` or a sandbox does) may not use a
 /// directory only that group may write, and a process given a group by
-/// root (as `newgrp`/`sg` do) may.
+/// root (as `newgrp`/`sg` do) may. A job acts with no group the process
+/// that created it lacked, its notify command included.
 #[test]
 fn the_callers_groups_are_those_of_the_process_not_the_user_database() {
     if !is_root() {
@@ -783,6 +784,10 @@ fn the_callers_groups_are_those_of_the_process_not_the_user_database() {
             .gid
             .as_raw()
     };
+    let (team_gid, other_gid) = (gid_of(&team.name), gid_of(&other.name));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put("/f", Resource::pattern(5_000));
     let daemon = SharedDaemon::start("");
     let group_dir = |group: u32, name: &str| {
         let dir = daemon.dir().join(name);
@@ -791,15 +796,15 @@ fn the_callers_groups_are_those_of_the_process_not_the_user_database() {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
         dir
     };
-    let teams = group_dir(gid_of(&team.name), "team");
-    let others = group_dir(gid_of(&other.name), "other");
-    // `ferry add` from a process with exactly `groups` (and her own gid).
-    let add = |groups: &[u32], dir: &Path| {
-        let id = id_of(alice.run(&daemon, &["create"]));
+    let teams = group_dir(team_gid, "team");
+    let others = group_dir(other_gid, "other");
+    // `ferry ARGS --json` from a process of Alice's with exactly `groups`
+    // (and her own gid).
+    let as_alice = |groups: &[u32], args: &[&str]| {
         let mut command = daemon.daemon.command(&daemon.binary);
         command
-            .args(["--no-start", "add", &id, "http://127.0.0.1:9/f"])
-            .arg(dir.join("f"))
+            .arg("--no-start")
+            .args(args)
             .arg("--json")
             .env("HOME", "/")
             .current_dir("/");
@@ -821,14 +826,17 @@ fn the_callers_groups_are_those_of_the_process_not_the_user_database() {
         }
         Run::from(command.output().unwrap())
     };
+    let url = server.url("/f");
+    let add = |groups: &[u32], dir: &Path, name: &str| {
+        let id = id_of(as_alice(groups, &["create"]));
+        let dest = dir.join(name);
+        as_alice(groups, &["add", &id, &url, dest.to_str().unwrap()])
+    };
     // With her groups as the user database has them, both ways work out.
-    assert_eq!(add(&[gid_of(&team.name)], &teams).status, 0);
-    assert_eq!(
-        code(&add(&[gid_of(&team.name)], &others)),
-        "permission-denied"
-    );
+    assert_eq!(add(&[team_gid], &teams, "a").status, 0);
+    assert_eq!(code(&add(&[team_gid], &others, "b")), "permission-denied");
     // Without the team group, the team's directory is closed to her...
-    let dropped = add(&[], &teams);
+    let dropped = add(&[], &teams, "c");
     assert_eq!(
         (dropped.status, code(&dropped)),
         (1, "permission-denied".to_string()),
@@ -836,8 +844,40 @@ fn the_callers_groups_are_those_of_the_process_not_the_user_database() {
         dropped.stdout
     );
     // ...and with a group root gave her process, that group's is open.
-    let given = add(&[gid_of(&other.name)], &others);
+    let given = add(&[other_gid], &others, "d");
     assert_eq!(given.status, 0, "{} {}", given.stdout, given.stderr);
+
+    // A job created by a process without the team group, its file added
+    // by one with it: the transfer and the notify command run without it.
+    let own = alice.own_dir(daemon.dir(), "alice");
+    let groups_seen = own.join("groups");
+    let id = id_of(as_alice(&[], &["create"]));
+    let dest = teams.join("e");
+    as_alice(&[team_gid], &["add", &id, &url, dest.to_str().unwrap()]).ok();
+    as_alice(
+        &[team_gid],
+        &[
+            "set",
+            &id,
+            "--notify-command",
+            &format!("id -G > '{}'", groups_seen.display()),
+        ],
+    )
+    .ok();
+    as_alice(&[team_gid], &["resume", &id]).ok();
+    let end = wait_for_job(&daemon.daemon, ferry(), &id, |j| {
+        j["state"] == "transferred" || j["state"] == "error"
+    });
+    assert_eq!(
+        end["state"], "error",
+        "the job wrote with a group its creator lacked: {end}"
+    );
+    let seen: Vec<u32> = wait_for_line(&groups_seen)
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    assert!(seen.contains(&alice.gid), "{seen:?}");
+    assert!(!seen.contains(&team_gid), "{seen:?}");
 }
 
 /// Finding 2, the same for an upload-reply job's reply file: its temporary

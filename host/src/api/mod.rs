@@ -22,7 +22,7 @@ pub mod routes;
 pub mod sse;
 pub mod views;
 
-use crate::engine::{Caller, Engine};
+use crate::engine::{Caller, Engine, Origin};
 use crate::identity::Identity;
 use crate::plugin::PluginRuntime;
 use hyper_util::rt::TokioIo;
@@ -78,6 +78,18 @@ impl Peer {
             .and_then(crate::identity::ProcessStatus::of)
             .filter(|s| s.uid == self.caller.uid)
             .and_then(|s| s.umask)
+    }
+
+    /// What a job this peer creates or takes acts with: its umask, its gid
+    /// and groups.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            umask: self.umask(),
+            groups: Some(crate::job::OwnerGroups {
+                gid: self.identity.gid,
+                groups: self.identity.groups.clone(),
+            }),
+        }
     }
 }
 

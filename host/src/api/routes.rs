@@ -223,12 +223,12 @@ async fn dispatch(
             if let Some(d) = &body.description {
                 check_len("description", d, MAX_DESCRIPTION)?;
             }
-            let id = engine.create_with_umask(
+            let id = engine.create_from(
                 caller,
                 body.job_type.unwrap_or(JobType::Download),
                 &name,
                 body.priority.unwrap_or_default(),
-                peer.umask(),
+                peer.origin(),
             )?;
             if let Some(description) = body.description {
                 engine.set(caller, &id, Setting::Description(description))?;
@@ -318,7 +318,7 @@ async fn dispatch(
         }
         Route::TakeOwnership => {
             read_empty(state, request).await?;
-            engine.take_ownership(caller, &id)?;
+            engine.take_ownership_from(caller, &id, peer.origin())?;
             Ok(json(
                 StatusCode::OK,
                 &JobView::of(&engine.get(caller, &id)?),

@@ -21,7 +21,7 @@ impl Engine {
                 file: Some(index),
             };
             let tag = file_tag(&job.id, file);
-            let (temp, shorter) = match as_owner(job.owner, || open_temp(file, &tag, job)) {
+            let (temp, shorter) = match as_job_owner(job, || open_temp(file, &tag, job)) {
                 // What is at the file's temporary name is not this job's (a
                 // file or link someone planted, or the former owner's after
                 // `take-ownership`): it is never written, and the file starts
@@ -46,7 +46,7 @@ impl Engine {
                         bytes_transferred: 0,
                         ..file.clone()
                     };
-                    as_owner(job.owner, || open_temp(&fresh, &tag, job)).map_err(attach)?
+                    as_job_owner(job, || open_temp(&fresh, &tag, job)).map_err(attach)?
                 }
                 opened => opened.map_err(attach)?,
             };

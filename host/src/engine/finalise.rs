@@ -45,13 +45,13 @@ impl Engine {
                 }
                 if !file.complete {
                     completion.partial = true;
-                    as_owner(job.owner, || {
+                    as_job_owner(&job, || {
                         TempFile::reopen(&file.local, &tag, job.owner).and_then(|t| t.remove())
                     })
                     .ok();
                     continue;
                 }
-                let moved = as_owner(job.owner, || {
+                let moved = as_job_owner(&job, || {
                     TempFile::reopen(&file.local, &tag, job.owner).and_then(|t| t.finish())
                 });
                 match moved {
@@ -88,7 +88,7 @@ impl Engine {
         if let (Some(reply), Some(reply_file)) = (&job.reply, &job.settings.reply_file)
             && reply.in_file
         {
-            let moved = as_owner(job.owner, || {
+            let moved = as_job_owner(&job, || {
                 TempFile::reopen(reply_file, &reply_tag(&job), job.owner).and_then(|t| t.finish())
             });
             match moved {
@@ -129,7 +129,7 @@ impl Drop for Completing<'_> {
 /// upload-reply job's waiting reply file (cancel, abandonment).
 pub(super) fn delete_temp_files(job: &Job) {
     if let Some(reply_file) = &job.settings.reply_file {
-        let removed = as_owner(job.owner, || {
+        let removed = as_job_owner(job, || {
             TempFile::reopen(reply_file, &reply_tag(job), job.owner).and_then(|t| t.remove())
         });
         if let Err(e) = removed
@@ -143,7 +143,7 @@ pub(super) fn delete_temp_files(job: &Job) {
     }
     for file in &job.files {
         let tag = file_tag(&job.id, file);
-        let removed = as_owner(job.owner, || {
+        let removed = as_job_owner(job, || {
             TempFile::reopen(&file.local, &tag, job.owner).and_then(|t| t.remove())
         });
         if let Err(e) = removed
@@ -174,7 +174,7 @@ pub(super) fn hand_over_temp_files(job: &Job, former: u32) {
         }
     }
     for (local, tag) in temps {
-        let who = crate::identity::Identity::of(job.owner);
+        let who = Identity::acting_for(job.owner, job.owner_groups.as_ref());
         let handed = as_owner(former, || TempFile::reopen(local, &tag, former)).and_then(|t| {
             std::os::unix::fs::fchown(&*t.file(), Some(who.uid), Some(who.gid)).map_err(|e| {
                 TransferError::local_file("cannot-create-file", &e, &t.path().display().to_string())

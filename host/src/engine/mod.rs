@@ -36,7 +36,7 @@ use crate::commit::{Committer, Ticket};
 use crate::error::{ErrorClass, ErrorContext, TransferError, code};
 use crate::events::{Event, EventBus, EventKind};
 use crate::files::{ReplySpool, TempFile};
-use crate::identity::as_owner;
+use crate::identity::{Identity, as_owner};
 use crate::job::{
     ByteRange, EngineEvent, Job, JobError, JobFile, JobRefusal, JobSettings, JobState, JobType,
     MIN_RETRY_DELAY, Operation, Priority, ReplyRecord, check_local_path, check_ranges, engine_step,
@@ -118,6 +118,15 @@ impl Caller {
             admin: uid == 0,
         }
     }
+}
+
+/// What the kernel said of the process that creates or takes a job: the
+/// job acts with its umask and never with a group it did not have. The
+/// default (`None`s): the daemon's umask, the user database's groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub umask: Option<u32>,
+    pub groups: Option<crate::job::OwnerGroups>,
 }
 
 /// A setter of SPEC §2 / §4.
@@ -620,6 +629,17 @@ enum Access {
     Change,
     /// Reading it, or `take-ownership`: administrators too.
     SeeOrTake,
+}
+/// Runs `op` with the identity `job` acts as ([`Identity::acting_for`]).
+fn as_job_owner<T>(
+    job: &Job,
+    op: impl FnOnce() -> Result<T, TransferError>,
+) -> Result<T, TransferError> {
+    if !crate::identity::running_as_root() || job.owner == 0 {
+        return op();
+    }
+    let who = Identity::acting_for(job.owner, job.owner_groups.as_ref());
+    crate::identity::as_identity(&who, op)
 }
 /// The tag in the temporary name of file `file` of job `id`: the random one
 /// recorded with the file, or, for a record from before there was one, the

@@ -4,8 +4,9 @@
 use super::*;
 
 impl Engine {
-    /// Creates a job in `suspended`; returns its id. Its files are created
-    /// with the daemon's umask (see [`Self::create_with_umask`]).
+    /// Creates a job in `suspended`; returns its id. It acts with the
+    /// daemon's umask and the user database's groups (see
+    /// [`Self::create_from`]).
     pub fn create(
         &self,
         caller: Caller,
@@ -13,17 +14,17 @@ impl Engine {
         name: &str,
         priority: Priority,
     ) -> Refusal<String> {
-        self.create_with_umask(caller, job_type, name, priority, None)
+        self.create_from(caller, job_type, name, priority, Origin::default())
     }
-    /// Creates a job whose files are created with `umask`, the creating
-    /// process's (the daemon's own when `None`).
-    pub fn create_with_umask(
+    /// Creates a job that acts with what `origin` says of the process that
+    /// asked: its umask, and no group it did not have.
+    pub fn create_from(
         &self,
         caller: Caller,
         job_type: JobType,
         name: &str,
         priority: Priority,
-        umask: Option<u32>,
+        origin: Origin,
     ) -> Refusal<String> {
         let inner = &self.inner;
         let mut jobs = inner.lock();
@@ -48,7 +49,8 @@ impl Engine {
             inner.clock.wall(),
         );
         job.settings = inner.config.job_defaults.clone();
-        job.umask = umask.map(|m| m & 0o777);
+        job.umask = origin.umask.map(|m| m & 0o777);
+        job.owner_groups = origin.groups;
         let saved = inner.store.stage_save(&job);
         jobs.insert(
             id.clone(),
@@ -220,10 +222,15 @@ impl Engine {
     }
     /// Makes `caller` the owner of job `id` (administrators only), as BITS
     /// `TakeOwnership`: what the former owner set to act as them (the
-    /// notify command, credentials, custom headers, their umask) is
-    /// dropped, the job's temporary files become the new owner's, and a
+    /// notify command, credentials, custom headers, their umask and
+    /// groups) is dropped, the job's temporary files become the new owner's, and a
     /// running transfer starts again as the new owner.
     pub fn take_ownership(&self, caller: Caller, id: &str) -> Refusal<()> {
+        self.take_ownership_from(caller, id, Origin::default())
+    }
+    /// [`Self::take_ownership`] by the process `origin` describes: the job
+    /// then acts with its umask and groups.
+    pub fn take_ownership_from(&self, caller: Caller, id: &str, origin: Origin) -> Refusal<()> {
         if !caller.admin {
             return Err(JobRefusal::AccessDenied(id.to_string()));
         }
@@ -232,7 +239,8 @@ impl Engine {
             former = job.owner;
             if job.owner != caller.uid {
                 job.owner = caller.uid;
-                job.umask = None;
+                job.umask = origin.umask.map(|m| m & 0o777);
+                job.owner_groups = origin.groups.clone();
                 job.settings.notify_command = None;
                 job.settings.credentials = None;
                 job.settings.headers.clear();

@@ -80,7 +80,7 @@ impl Engine {
             file: Some(0),
         };
         let size = file.bytes_total.unwrap_or(0);
-        let handle = Arc::new(as_owner(job.owner, || open_source(&file.local)).map_err(attach)?);
+        let handle = Arc::new(as_job_owner(job, || open_source(&file.local)).map_err(attach)?);
         let want_reply = job.job_type == JobType::UploadReply;
         let mut session_expired = false;
         let (reply, digest) = loop {
@@ -90,7 +90,7 @@ impl Engine {
             }
             let progress = source.progress();
             let spool = if want_reply {
-                Some(as_owner(job.owner, || reply_spool(job)).map_err(attach)?)
+                Some(as_job_owner(job, || reply_spool(job)).map_err(attach)?)
             } else {
                 None
             };
