@@ -133,6 +133,11 @@ pub struct NetworkSection {
     pub connect_timeout_secs: u64,
     pub read_timeout_secs: u64,
     pub first_byte_timeout_secs: u64,
+    /// A PEM file of CA certificates HTTPS servers are verified against,
+    /// besides the system's roots (or instead, with `system-roots = false`).
+    pub ca_bundle: Option<PathBuf>,
+    /// Whether the system's CA roots are trusted.
+    pub system_roots: bool,
 }
 
 impl Default for NetworkSection {
@@ -144,6 +149,8 @@ impl Default for NetworkSection {
             connect_timeout_secs: n.connect_timeout.as_secs(),
             read_timeout_secs: n.read_timeout.as_secs(),
             first_byte_timeout_secs: n.first_byte_timeout.as_secs(),
+            ca_bundle: n.ca_bundle,
+            system_roots: n.system_roots,
         }
     }
 }
@@ -296,6 +303,12 @@ impl Config {
         }
         crate::plugin::grants::AddressPolicy::new(&p.allow_private_addresses)
             .map_err(|e| ConfigError::Invalid(format!("allow-private-addresses: {e}")))?;
+        if !self.network.system_roots && self.network.ca_bundle.is_none() {
+            return Err(ConfigError::Invalid(
+                "[network] system-roots = false needs a ca-bundle (nothing would be trusted)"
+                    .into(),
+            ));
+        }
         self.proxy()?;
         Ok(())
     }
@@ -353,6 +366,8 @@ impl Config {
                 read_timeout: Duration::from_secs(n.read_timeout_secs),
                 first_byte_timeout: Duration::from_secs(n.first_byte_timeout_secs),
                 allow_private_addresses: self.plugins.allow_private_addresses.clone(),
+                ca_bundle: n.ca_bundle.clone(),
+                system_roots: n.system_roots,
             },
             grants: self.plugins.grants.clone(),
             cache_dir: Some(
@@ -509,6 +524,14 @@ mod tests {
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(Config::parse("[limits]\nmax-jobs-per-usr = 3\n").is_err());
         assert!(Config::parse("[network]\nproxy = \"not a url\"\n").is_err());
+        assert!(Config::parse("[network]\nsystem-roots = false\n").is_err());
+        let tls = Config::parse("[network]\nca-bundle = \"/ca.pem\"\nsystem-roots = false\n")
+            .unwrap()
+            .runtime(Path::new("/state"))
+            .unwrap()
+            .network;
+        assert_eq!(tls.ca_bundle.as_deref(), Some(Path::new("/ca.pem")));
+        assert!(!tls.system_roots);
         let c = Config::parse("[limits]\nmax-jobs-per-user = 3\n").unwrap();
         assert_eq!(c.engine().max_jobs_per_user, 3);
         assert_eq!(c.engine().max_jobs_per_machine, 300);

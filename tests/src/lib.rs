@@ -4,11 +4,13 @@
 //! [`server`]: a real HTTP/1.1 server on loopback that a test starts, scripts and
 //! inspects, so transfers are exercised against real sockets instead of mocks;
 //! and [`daemon`]: a real `ferry daemon` in a temporary directory, driven through
-//! the real CLI.
+//! the real CLI; [`tls_server`]: the same server over HTTPS (HTTP/1.1 or
+//! HTTP/2) with a certificate authority made by the test.
 
 pub mod bits_server;
 pub mod daemon;
 pub mod fixtures;
 pub mod proxy;
 pub mod server;
+pub mod tls_server;
 pub mod tus;

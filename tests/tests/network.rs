@@ -25,6 +25,8 @@ async fn the_global_bandwidth_limit_holds_transfers_back() {
     let rate = 256 * 1024;
     let runtime = runtime(NetworkConfig {
         bandwidth_limit: Some(rate),
+        // Direct to loopback, whatever the machine's `http_proxy` says.
+        proxy: Proxy::None,
         ..NetworkConfig::default()
     });
     let target = Target::new();

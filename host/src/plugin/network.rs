@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -51,6 +52,11 @@ pub struct NetworkConfig {
     /// Internal address ranges (loopback, private, link-local...) plugins
     /// may reach all the same: `127.0.0.0/8`, `fd00::/8`, `10.1.2.3`.
     pub allow_private_addresses: Vec<String>,
+    /// A PEM file of CA certificates to trust for HTTPS, read at start.
+    pub ca_bundle: Option<PathBuf>,
+    /// Whether the system's roots are trusted too (with a bundle: both; without
+    /// this, the bundle alone).
+    pub system_roots: bool,
 }
 
 impl Default for NetworkConfig {
@@ -62,6 +68,8 @@ impl Default for NetworkConfig {
             read_timeout: Duration::from_secs(60),
             first_byte_timeout: Duration::from_secs(120),
             allow_private_addresses: Vec::new(),
+            ca_bundle: None,
+            system_roots: true,
         }
     }
 }
@@ -83,6 +91,10 @@ pub enum NetworkError {
     Client(reqwest::Error),
     #[error("allow-private-addresses: {0}")]
     Addresses(String),
+    #[error("ca-bundle {path}: {why}")]
+    CaBundle { path: String, why: String },
+    #[error("system-roots = false needs a ca-bundle: nothing would be trusted")]
+    NoRoots,
 }
 
 impl Network {
@@ -100,6 +112,12 @@ impl Network {
             .read_timeout(config.read_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true);
+        builder = match (roots(config)?, config.system_roots) {
+            (Some(certs), true) => builder.tls_certs_merge(certs),
+            (Some(certs), false) => builder.tls_certs_only(certs),
+            (None, true) => builder,
+            (None, false) => return Err(NetworkError::NoRoots),
+        };
         builder = match &config.proxy {
             Proxy::System => builder,
             Proxy::None => builder.no_proxy(),
@@ -115,6 +133,24 @@ impl Network {
             first_byte_timeout: config.first_byte_timeout,
         })
     }
+}
+
+/// The operator's CA bundle: every certificate of the PEM file, at least one.
+fn roots(config: &NetworkConfig) -> Result<Option<Vec<reqwest::Certificate>>, NetworkError> {
+    let Some(path) = &config.ca_bundle else {
+        return Ok(None);
+    };
+    let error = |why: String| NetworkError::CaBundle {
+        path: path.display().to_string(),
+        why,
+    };
+    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(error("no PEM certificate in the file".into()));
+    }
+    tracing::info!(path = %path.display(), certificates = certs.len(), system_roots = config.system_roots, "trusting the operator's CA bundle");
+    Ok(Some(certs))
 }
 
 /// The `wasi:http` hooks of one plugin call.
@@ -157,6 +193,9 @@ impl PluginHttp {
 
 type BoxedFuture<T> = Box<dyn Future<Output = T> + Send>;
 
+/// Chunks of a request body buffered between the plugin and the socket.
+const UPLOAD_CHUNKS_IN_FLIGHT: usize = 4;
+
 impl WasiHttpHooks for PluginHttp {
     fn is_supported_scheme(&mut self, scheme: &http::uri::Scheme) -> bool {
         *scheme == http::uri::Scheme::HTTP || *scheme == http::uri::Scheme::HTTPS
@@ -165,6 +204,14 @@ impl WasiHttpHooks for PluginHttp {
     /// The client sets `Host` from the URL itself.
     fn set_host_header(&mut self) -> bool {
         false
+    }
+
+    /// Request bodies (uploads) keep a few chunks in flight, so the next
+    /// read of the source overlaps the socket's write of the last one
+    /// (one chunk, the default, stalls the upload at every chunk). At most
+    /// `UPLOAD_CHUNKS_IN_FLIGHT` × 1 MiB a request.
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        UPLOAD_CHUNKS_IN_FLIGHT
     }
 
     fn send_request(
@@ -334,6 +381,18 @@ impl reqwest::dns::Resolve for CheckedResolver {
 /// Maps a client failure to the `wasi:http` error a plugin sees.
 fn error_from_reqwest(e: &reqwest::Error) -> HttpError {
     let chain = error_chain(e);
+    if let Some(tls) = tls_error(e) {
+        return match tls {
+            rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType => HttpError::TlsCertificateError,
+            rustls::Error::AlertReceived(alert) => HttpError::TlsAlertReceived {
+                alert_id: Some(u8::from(*alert)),
+                alert_message: Some(chain),
+            },
+            _ => HttpError::TlsProtocolError,
+        };
+    }
     if e.is_timeout() {
         if e.is_connect() {
             HttpError::ConnectionTimeout
@@ -356,6 +415,23 @@ fn error_from_reqwest(e: &reqwest::Error) -> HttpError {
     } else {
         HttpError::InternalError(Some(chain))
     }
+}
+
+/// The TLS failure behind a client error, if that is what it is. rustls'
+/// errors reach us inside an `io::Error` (inside another, from the TLS
+/// connector), whose `source` skips what it wraps: look inside each.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && let Some(tls) = tls_error(inner)
+    {
+        return Some(tls);
+    }
+    e.source().and_then(tls_error)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
