@@ -57,8 +57,21 @@ impl TestCa {
     /// A server certificate for `names` (host names or IP addresses), signed
     /// by this CA.
     pub fn server_identity(&self, names: &[&str]) -> ServerIdentity {
+        self.identity(names, false)
+    }
+
+    /// A server certificate for `names` that expired in 2001.
+    pub fn expired_server_identity(&self, names: &[&str]) -> ServerIdentity {
+        self.identity(names, true)
+    }
+
+    fn identity(&self, names: &[&str], expired: bool) -> ServerIdentity {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("server certificate parameters");
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, "ferry test server");

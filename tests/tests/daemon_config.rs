@@ -67,6 +67,41 @@ fn the_job_quota_of_the_configuration_file_answers_429() {
     assert!(answer.contains("too-many-jobs-per-machine"), "{answer}");
 }
 
+/// Root is exempt from the per-user quota: as root, the jobs are created by
+/// `nobody` (65534), through the same socket.
+#[test]
+fn the_per_user_job_quota_of_the_configuration_file_refuses_the_next_job() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let mut daemon = Daemon::new("\n[limits]\nmax-jobs-per-user = 2\n");
+    daemon.start(ferry());
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        // The socket is in the test's directory: let the other user reach it.
+        std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let create = || {
+        let mut command = daemon.command(ferry());
+        command.args(["--no-start", "create", "--json"]);
+        if root {
+            command.uid(65534).gid(65534);
+        }
+        ferry_tests::daemon::Run::from(command.output().expect("run the ferry binary"))
+    };
+    for _ in 0..2 {
+        create().ok();
+    }
+    let refused = create();
+    assert_ne!(refused.status, 0);
+    assert_eq!(
+        refused.json()["error"]["code"],
+        "too-many-jobs-per-user",
+        "{}",
+        refused.stdout
+    );
+}
+
 #[test]
 fn the_files_per_job_limit_of_the_configuration_file_refuses_the_next_file() {
     let mut daemon = Daemon::new("\n[limits]\nmax-files-per-job = 2\n");

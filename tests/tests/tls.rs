@@ -381,3 +381,69 @@ fn a_ca_bundle_that_cannot_be_read_stops_the_daemon_at_start() {
     assert_ne!(run.status, 0);
     assert!(run.stderr.contains("system-roots"), "{}", run.stderr);
 }
+
+/// The same checks below the daemon: the runtime's network with the bundle
+/// alone trusted refuses a certificate of that CA that has expired, as the
+/// fatal `transport` `tls-certificate`, and takes a valid one.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runtime_refuses_an_expired_certificate_of_a_trusted_ca() {
+    use ferry::plugin::network::{NetworkConfig, Proxy};
+    use ferry::plugin::{JobContext, PluginRuntime, RuntimeConfig};
+    use ferry_tests::fixtures::{Target, loopback, request};
+    let ca = TestCa::new("ferry test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("ca.pem");
+    std::fs::write(&bundle, ca.pem()).unwrap();
+    let runtime = PluginRuntime::with_builtins(RuntimeConfig {
+        network: NetworkConfig {
+            allow_private_addresses: loopback(),
+            proxy: Proxy::None,
+            ca_bundle: Some(bundle),
+            system_roots: false,
+            ..NetworkConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })
+    .expect("the runtime starts");
+    let backend = TestServer::start().await;
+    backend.put("/f", Resource::pattern(5_000));
+    let expired = TlsServer::start(
+        backend.addr(),
+        ca.expired_server_identity(&["127.0.0.1"]),
+        Alpn::Both,
+    )
+    .await;
+    let target = Target::new();
+    let (result, _) = target
+        .download(
+            &runtime,
+            request(&expired.url("/f"), 0),
+            0,
+            &JobContext::new("tls"),
+        )
+        .await;
+    let error = result.expect_err("an expired certificate is refused");
+    assert_eq!(error.code, "tls-certificate", "{error}");
+    assert_eq!(error.class, ferry::ErrorClass::Fatal, "{error}");
+    assert_eq!(error.context, ferry::ErrorContext::Transport, "{error}");
+    assert!(backend.requests().is_empty());
+
+    let valid = TlsServer::start(
+        backend.addr(),
+        ca.server_identity(&["127.0.0.1"]),
+        Alpn::Both,
+    )
+    .await;
+    let target = Target::new();
+    target
+        .download(
+            &runtime,
+            request(&valid.url("/f"), 0),
+            0,
+            &JobContext::new("tls"),
+        )
+        .await
+        .0
+        .expect("a valid certificate of the bundle's CA is trusted");
+    assert_eq!(target.content(), pattern_bytes(0..5_000));
+}
