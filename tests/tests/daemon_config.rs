@@ -1,10 +1,11 @@
 //! Security-relevant settings reach the daemon from its configuration file:
 //! each test starts a real daemon with the setting in the file it reads and
 //! shows the setting in force through the socket or the CLI (issue 12,
-//! finding 16). Settings tested elsewhere this way: plugin grants
-//! (`daemon_cli`, `contract`, `uploads_e2e`), the admin group
-//! (`local_users`), the API connection bounds and plugin bounds
-//! (`security`), the CA bundle (`tls`).
+//! finding 16): job quotas, files per job, request size, proxy, bandwidth
+//! limit, header and in-flight bounds of plugin calls. Settings tested
+//! elsewhere this way: plugin grants (`daemon_cli`, `contract`,
+//! `uploads_e2e`), the admin group (`local_users`), the API connection
+//! bounds, the call budget and log burst (`security`), the CA bundle (`tls`).
 
 use ferry_tests::daemon::Daemon;
 use ferry_tests::server::{Resource, TestServer, pattern_bytes};
@@ -213,4 +214,60 @@ fn the_bandwidth_limit_of_the_configuration_file_holds_a_download_back() {
         elapsed >= Duration::from_millis(3_500),
         "took only {elapsed:?}"
     );
+}
+
+/// The plugin call bounds on host memory and sockets, from the file: a
+/// third-party plugin in the daemon's plugins directory appends 64 KiB of
+/// header fields, and sends 200 requests at once. `max-header-bytes =
+/// 131072` lets the fields be (the default, 32 KiB, traps the call), and
+/// `max-requests-in-flight = 3` lets no more than 3 requests out (the
+/// default would let 16).
+#[test]
+fn header_and_in_flight_bounds_of_the_configuration_file_hold_a_hostile_plugin() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put("/big", Resource::pattern(4 << 20));
+    let mut daemon = Daemon::new("\n[plugins.grants]\nhostile = [\"127.0.0.1\"]\n");
+    let text = std::fs::read_to_string(&daemon.config).unwrap();
+    assert!(text.contains("[plugins]\n"));
+    std::fs::write(
+        &daemon.config,
+        text.replace(
+            "[plugins]\n",
+            "[plugins]\nmax-header-bytes = 131072\nmax-requests-in-flight = 3\n",
+        ),
+    )
+    .unwrap();
+    let plugins = daemon.state_dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let (manifest, wasm) = ferry_tests::fixtures::hostile_plugin();
+    std::fs::write(plugins.join("hostile.toml"), manifest).unwrap();
+    std::fs::write(plugins.join("hostile.wasm"), wasm).unwrap();
+    daemon.start(ferry());
+    let failed = |url: &str| {
+        let dest = daemon.dir.path().join(format!("out{}", url.len()));
+        let id = daemon.create_download(ferry(), &[(url, &dest)]);
+        daemon.run(ferry(), &["resume", &id]).ok();
+        let job =
+            ferry_tests::daemon::wait_for_job(&daemon, ferry(), &id, |j| !j["error"].is_null());
+        job["error"].clone()
+    };
+    let numbers = |message: &str| -> Vec<usize> {
+        message
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    };
+
+    // 64 KiB of fields: past the default (the call traps), within the file's.
+    let fields = failed("hostile://fields/");
+    assert_eq!(fields["message"], "held 65536 bytes of headers", "{fields}");
+
+    let requests = failed(&format!("hostile://requests/{}", server.url("/big")));
+    let message = requests["message"].as_str().unwrap_or("");
+    let [sent, refused] = numbers(message)[..] else {
+        panic!("{requests}");
+    };
+    assert!(sent <= 3, "{sent} requests in flight at once: {requests}");
+    assert_eq!(sent + refused, 200, "{requests}");
 }
