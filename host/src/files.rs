@@ -220,6 +220,15 @@ impl TempFile {
     /// was created in, and syncs the directory. On failure the temporary file
     /// is left as it was, so finishing can be tried again.
     pub fn finish(&self) -> Result<PathBuf, TransferError> {
+        let final_path = self.rename_into_place()?;
+        self.sync_dir()?;
+        Ok(final_path)
+    }
+
+    /// Syncs the file and renames it to its final name; the rename is
+    /// durable once the directory is synced ([`TempFile::sync_dir`]), which
+    /// a caller moving many files does once per directory.
+    pub fn rename_into_place(&self) -> Result<PathBuf, TransferError> {
         self.sync()?;
         let final_path = self.dir_path.join(&self.final_name);
         rustix::fs::renameat(
@@ -235,14 +244,19 @@ impl TempFile {
                 &format!("{}", final_path.display()),
             )
         })?;
+        Ok(final_path)
+    }
+
+    /// Syncs the directory the file was created in, so renames and
+    /// creations in it are durable.
+    pub fn sync_dir(&self) -> Result<(), TransferError> {
         rustix::fs::fsync(&*self.dir).map_err(|e| {
             TransferError::local_file(
                 "sync-failed",
                 &e.into(),
                 &format!("{}", self.dir_path.display()),
             )
-        })?;
-        Ok(final_path)
+        })
     }
 
     /// Deletes the temporary file (cancel, or a partial file on complete).

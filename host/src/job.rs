@@ -101,6 +101,11 @@ pub struct JobFile {
     /// `complete` after a failed one does not move it again).
     #[serde(default)]
     pub finalized: bool,
+    /// Set durably before `complete` moves the file into place: a `complete`
+    /// cut short by a crash then knows that a marked file whose temporary
+    /// file is gone and whose final name exists was moved already.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moving: bool,
     /// The validator recorded when the transfer began.
     pub validator: Option<Validator>,
     /// For uploads: the source's modification time when it was added. A

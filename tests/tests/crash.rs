@@ -214,3 +214,90 @@ fn killing_the_daemon_during_batch_adds_loses_no_acknowledged_file() {
     assert!(sets > 0, "no add was acknowledged");
     assert!(daemon.has_exited() || daemon.terminate() == Some(0));
 }
+
+/// `complete` moves a job's files with one save before the moves and one
+/// after: killed in between, the next daemon's `complete` must find every
+/// file in place (moved ones, and ones still to move) and nothing left
+/// behind.
+#[test]
+fn killing_the_daemon_during_complete_leaves_every_file_in_place_after_the_next() {
+    const MANY: usize = 300;
+    const BYTES: u64 = 4096;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    for n in 0..MANY {
+        server.put(&format!("/c{n}"), Resource::pattern(BYTES));
+    }
+    let downloads = shared_dir();
+    let mut daemon = Daemon::new("\n[limits]\nmax-files-per-job = 1000\n");
+    daemon.start(ferry());
+    let mut random = Lcg::seeded();
+    let mut cut_short = 0;
+    for round in 0..4 {
+        let dir = downloads.path().join(format!("complete{round}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let list = downloads.path().join(format!("complete{round}.list"));
+        let lines: String = (0..MANY)
+            .map(|n| {
+                format!(
+                    "{} {}\n",
+                    server.url(&format!("/c{n}")),
+                    dir.join(format!("c{n}")).display()
+                )
+            })
+            .collect();
+        std::fs::write(&list, lines).unwrap();
+        let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        daemon
+            .run(ferry(), &["add", &id, "--list", list.to_str().unwrap()])
+            .ok();
+        daemon.run(ferry(), &["resume", &id]).ok();
+        wait_for_job(&daemon, ferry(), &id, |j| j["state"] == "transferred");
+        std::thread::scope(|scope| {
+            let completer =
+                scope.spawn(|| daemon.run(ferry(), &["--no-start", "complete", &id]).status);
+            std::thread::sleep(Duration::from_millis(5 + random.below(60)));
+            let pid = nix::unistd::Pid::from_raw(daemon.pid().unwrap() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+            completer.join().unwrap()
+        });
+        daemon.kill();
+        daemon.start(ferry());
+        let listed = daemon.run(ferry(), &["list", "--json"]).ok().json();
+        if listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.as_str())
+        {
+            cut_short += 1;
+            let in_place = (0..MANY)
+                .filter(|n| dir.join(format!("c{n}")).exists())
+                .count();
+            println!("round {round}: cut short with {in_place} of {MANY} files in place");
+            daemon.run(ferry(), &["complete", &id]).ok();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut expected: Vec<String> = (0..MANY).map(|n| format!("c{n}")).collect();
+        expected.sort();
+        assert_eq!(
+            names, expected,
+            "round {round}: the directory holds other files"
+        );
+        for n in 0..MANY {
+            assert!(
+                std::fs::read(dir.join(format!("c{n}"))).unwrap() == pattern_bytes(0..BYTES),
+                "round {round}: c{n} differs"
+            );
+        }
+    }
+    println!("{cut_short} of 4 completes were cut short by the kill");
+    assert!(daemon.has_exited() || daemon.terminate() == Some(0));
+}

@@ -37,53 +37,7 @@ impl Engine {
             reply: job.reply.clone(),
         };
         if job.job_type == JobType::Download {
-            for (index, file) in job.files.iter().enumerate() {
-                let tag = file_tag(&job.id, file);
-                if file.finalized {
-                    completion.files.push(file.local.clone());
-                    continue;
-                }
-                if !file.complete {
-                    completion.partial = true;
-                    as_job_owner(&job, || {
-                        TempFile::reopen(&file.local, &tag, job.owner).and_then(|t| t.remove())
-                    })
-                    .ok();
-                    continue;
-                }
-                let moved = as_job_owner(&job, || {
-                    TempFile::reopen(&file.local, &tag, job.owner).and_then(|t| t.finish())
-                });
-                match moved {
-                    Ok(path) => {
-                        completion.files.push(path);
-                        // Durable at once: a `complete` cut short by a crash
-                        // goes on with the files not yet in place.
-                        if let Some(job) =
-                            self.with_job(id, |job| job.files[index].finalized = true)
-                        {
-                            self.inner.save(&job)?;
-                        }
-                    }
-                    Err(error) => {
-                        let failed = self.with_job(id, |job| {
-                            if let Some(next) = engine_step(job.state, EngineEvent::MoveFailed) {
-                                job.state = next;
-                            }
-                            job.error = Some(JobError {
-                                error: error.clone(),
-                                file: Some(index),
-                            });
-                            job.error_count += 1;
-                        });
-                        if let Some(job) = failed {
-                            self.inner.save(&job)?;
-                            self.inner.publish(&job, EventKind::Error);
-                        }
-                        return Err(JobRefusal::Transfer(error));
-                    }
-                }
-            }
+            self.move_files_into_place(&job, &mut completion)?;
         }
         if let (Some(reply), Some(reply_file)) = (&job.reply, &job.settings.reply_file)
             && reply.in_file
@@ -109,6 +63,110 @@ impl Engine {
         self.inner.publish(&job, EventKind::State);
         self.schedule();
         Ok(completion)
+    }
+
+    /// Moves every transferred file of download `job` into place and
+    /// deletes the partial ones, durably, with one save before the moves
+    /// (which files move) and one after (which are in place), and one
+    /// `fsync` per directory rather than per file.
+    fn move_files_into_place(&self, job: &Job, completion: &mut Completion) -> Refusal<()> {
+        let id = job.id.as_str();
+        let to_move = |f: &JobFile| f.complete && !f.finalized;
+        if job.files.iter().any(|f| to_move(f) && !f.moving)
+            && let Some(marked) = self.with_job(id, |job| {
+                for file in job.files.iter_mut().filter(|f| to_move(f)) {
+                    file.moving = true;
+                }
+            })
+        {
+            self.inner.save(&marked)?;
+        }
+        let mut moved = Vec::new();
+        // One moved file per directory, to sync the directory through.
+        let mut dirs = std::collections::BTreeMap::new();
+        let mut failure = None;
+        for (index, file) in job.files.iter().enumerate() {
+            let tag = file_tag(id, file);
+            if file.finalized {
+                completion.files.push(file.local.clone());
+                continue;
+            }
+            if !file.complete {
+                completion.partial = true;
+                as_job_owner(job, || {
+                    TempFile::reopen(&file.local, &tag, job.owner).and_then(|t| t.remove())
+                })
+                .ok();
+                continue;
+            }
+            let renamed = as_job_owner(job, || {
+                let temp = TempFile::reopen(&file.local, &tag, job.owner)?;
+                temp.rename_into_place().map(|path| (temp, path))
+            });
+            match renamed {
+                Ok((temp, path)) => {
+                    completion.files.push(path);
+                    if let Some(dir) = file.local.parent() {
+                        dirs.entry(dir.to_path_buf()).or_insert(temp);
+                    }
+                }
+                // Marked by a `complete` that a crash cut short after its
+                // move: the file is in place already.
+                Err(e) if e.code == "cannot-open-file" && file.moving && file.local.exists() => {
+                    completion.files.push(file.local.clone());
+                    // Its directory may not have been synced before the
+                    // crash.
+                    if let Some(dir) = file.local.parent() {
+                        let synced = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                        if let Err(e) = synced {
+                            tracing::warn!(job = %id, "syncing {} failed: {e}", dir.display());
+                        }
+                    }
+                }
+                Err(error) => {
+                    failure = Some((Some(index), error));
+                    break;
+                }
+            }
+            moved.push(index);
+        }
+        for temp in dirs.values() {
+            if let Err(error) = temp.sync_dir() {
+                // Nothing is known to be in place: the next `complete`
+                // finds the marked files there and finishes.
+                moved.clear();
+                failure.get_or_insert((None, error));
+                break;
+            }
+        }
+        if !moved.is_empty()
+            && let Some(placed) = self.with_job(id, |job| {
+                for &index in &moved {
+                    job.files[index].finalized = true;
+                    job.files[index].moving = false;
+                }
+            })
+        {
+            self.inner.save(&placed)?;
+        }
+        let Some((index, error)) = failure else {
+            return Ok(());
+        };
+        let failed = self.with_job(id, |job| {
+            if let Some(next) = engine_step(job.state, EngineEvent::MoveFailed) {
+                job.state = next;
+            }
+            job.error = Some(JobError {
+                error: error.clone(),
+                file: index,
+            });
+            job.error_count += 1;
+        });
+        if let Some(job) = failed {
+            self.inner.save(&job)?;
+            self.inner.publish(&job, EventKind::Error);
+        }
+        Err(JobRefusal::Transfer(error))
     }
 }
 

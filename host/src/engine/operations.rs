@@ -354,6 +354,7 @@ pub(super) fn new_job_file(
         bytes_transferred: 0,
         complete: false,
         finalized: false,
+        moving: false,
         validator: None,
         source_modified,
         sha256,
