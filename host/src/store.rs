@@ -63,6 +63,11 @@ struct Open {
     db: sled::Db,
 }
 
+/// sled's page cache (its default is 1 GiB). The engine keeps every job in
+/// its own table and reads the store only when it opens, so the cache only
+/// serves writes: a small one keeps the daemon's memory small.
+const CACHE_BYTES: u64 = 8 << 20;
+
 /// How long closing the store may take (see `Drop for SledStore`).
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -71,6 +76,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
@@ -189,13 +195,7 @@ impl JobStore for SledStore {
 
     fn load_all(&self) -> Result<(Vec<Job>, Vec<StoreError>), StoreError> {
         let (mut jobs, mut unreadable) = (Vec::new(), Vec::new());
-        let mut decode = |id: &[u8], bytes: &[u8]| match serde_json::from_slice::<Job>(bytes) {
-            Ok(job) => jobs.push(job),
-            Err(source) => unreadable.push(StoreError::Corrupt {
-                id: String::from_utf8_lossy(id).into_owned(),
-                source,
-            }),
-        };
+        let mut batch = Vec::with_capacity(DECODE_BATCH);
         // Chunks of one job are adjacent in key order; a record is complete
         // when the next key belongs to another job.
         let mut current: Option<(Vec<u8>, Vec<u8>)> = None;
@@ -205,18 +205,71 @@ impl JobStore for SledStore {
             match &mut current {
                 Some((open, bytes)) if open.as_slice() == id => bytes.extend_from_slice(&value),
                 _ => {
-                    if let Some((open, bytes)) = current.take() {
-                        decode(&open, &bytes);
+                    if let Some(record) = current.take() {
+                        batch.push(record);
+                        if batch.len() == DECODE_BATCH {
+                            decode(&mut batch, &mut jobs, &mut unreadable);
+                        }
                     }
                     current = Some((id.to_vec(), value.to_vec()));
                 }
             }
         }
-        if let Some((open, bytes)) = current {
-            decode(&open, &bytes);
-        }
+        batch.extend(current);
+        decode(&mut batch, &mut jobs, &mut unreadable);
         Ok((jobs, unreadable))
     }
+}
+
+/// Records decoded together while opening, on every CPU: decoding is most of
+/// a restart's time, and a batch bounds the raw bytes held meanwhile.
+const DECODE_BATCH: usize = 4096;
+
+/// Decodes and empties `batch` (id, record) into `jobs`, keeping its order;
+/// records that do not decode go to `unreadable`.
+fn decode(
+    batch: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    jobs: &mut Vec<Job>,
+    unreadable: &mut Vec<StoreError>,
+) {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let share = batch.len().div_ceil(workers).max(1);
+    let one = |records: &[(Vec<u8>, Vec<u8>)]| -> Vec<Result<Job, StoreError>> {
+        records
+            .iter()
+            .map(|(id, bytes)| {
+                serde_json::from_slice::<Job>(bytes).map_err(|source| StoreError::Corrupt {
+                    id: String::from_utf8_lossy(id).into_owned(),
+                    source,
+                })
+            })
+            .collect()
+    };
+    let decoded: Vec<Vec<Result<Job, StoreError>>> = if workers == 1 || batch.len() < 64 {
+        vec![one(batch)]
+    } else {
+        std::thread::scope(|scope| {
+            let running: Vec<_> = batch
+                .chunks(share)
+                .map(|records| scope.spawn(move || one(records)))
+                .collect();
+            running
+                .into_iter()
+                .map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+    for result in decoded.into_iter().flatten() {
+        match result {
+            Ok(job) => jobs.push(job),
+            Err(e) => unreadable.push(e),
+        }
+    }
+    batch.clear();
 }
 
 /// Byte strings (upload replies, up to 1 MiB) are stored as base64 text, not

@@ -7,9 +7,12 @@
 //! - `lifecycle (no transfer)`: create + add + cancel; and the same from
 //!   eight clients at once (`x8`), each on its own connection;
 //! - `lifecycle (1 KiB download)`: create + add + resume + wait for
-//!   `transferred` (event stream) + complete, against a loopback server.
+//!   `transferred` (event stream) + complete, against a loopback server;
+//! - the daemon's resident memory (`VmRSS`) idle and with 10,000 queued jobs,
+//!   and how long it takes to answer again after a restart on them.
 //!
-//! Run: `cargo bench -p ferry-tests --bench api` (`FERRY_BENCH_N` scales it).
+//! Run: `cargo bench -p ferry-tests --bench api` (`FERRY_BENCH_N` scales it,
+//! `FERRY_BENCH_QUEUED` sets the queued jobs).
 
 use bytes::Bytes;
 use ferry::cli::client::Client;
@@ -202,4 +205,76 @@ fn main() {
         report("lifecycle (1 KiB download)", n, started);
     });
     assert_eq!(daemon.terminate(), Some(0));
+
+    // The daemon's whole resident memory with many queued jobs, and its
+    // restart on them: a fresh daemon, jobs created, given a file and
+    // resumed from eight clients; the file is slow, so a few transfer and
+    // the rest wait in the queue.
+    let queued: usize = std::env::var("FERRY_BENCH_QUEUED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    server.put("/slow", Resource::pattern(1 << 30).slow(64 * 1024));
+    let mut daemon = Daemon::new(&format!(
+        "[limits]\nmax-jobs-per-machine = {queued}0\nmax-jobs-per-user = {queued}0\n"
+    ));
+    daemon.start(ferry());
+    let idle = rss_mib(&daemon);
+    let started = Instant::now();
+    runtime.block_on(async {
+        let clients = 8;
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let socket = daemon.socket.clone();
+            let url = server.url("/slow");
+            let dir = downloads.path().to_path_buf();
+            tasks.push(tokio::spawn(async move {
+                let mut client = Client::connect(&socket).await.unwrap();
+                for i in 0..queued / clients {
+                    let id = ok(&mut client, Method::POST, "/v1/jobs", "{}".into()).await["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    let local = dir.join(format!("q{c}-{i}"));
+                    let body = format!("{{\"remote\": {url:?}, \"local\": {local:?}}}");
+                    ok(
+                        &mut client,
+                        Method::POST,
+                        &format!("/v1/jobs/{id}/files"),
+                        body,
+                    )
+                    .await;
+                    let resume = format!("/v1/jobs/{id}/resume");
+                    ok(&mut client, Method::POST, &resume, String::new()).await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    report("queued jobs (create+add+resume) x8", queued, started);
+    let full = rss_mib(&daemon);
+    println!("daemon RSS: {idle:.1} MiB idle, {full:.1} MiB with {queued} queued jobs");
+    assert_eq!(daemon.terminate(), Some(0));
+    let started = Instant::now();
+    daemon.start(ferry());
+    let restart = started.elapsed().as_secs_f64();
+    let reopened = rss_mib(&daemon);
+    println!(
+        "daemon restart on {queued} jobs: answering after {restart:.3} s, RSS {reopened:.1} MiB"
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+/// The daemon's resident set (`VmRSS`), in MiB.
+fn rss_mib(daemon: &Daemon) -> f64 {
+    let pid = daemon.pid().expect("the daemon runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib / 1024.0
 }

@@ -172,7 +172,7 @@ fn main() {
         .map(|n| format!("http://127.0.0.1:{}/f{n}", server.port))
         .collect();
     let mut daemon = Daemon::new(&format!(
-        "\n[limits]\nmax-files-per-job = {}\nmax-jobs-per-user = 10000\nmax-jobs-per-machine = 10000\n\
+        "\n[limits]\nmax-files-per-job = {}\nmax-jobs-per-user = 10000\nmax-jobs-per-machine = 10000\nmax-concurrent-transfers = 16\n\
          \n[plugins.grants]\nhttp = [\"127.0.0.1\"]\n",
         files.div_ceil(JOBS)
     ));
