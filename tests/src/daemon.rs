@@ -63,6 +63,29 @@ impl Daemon {
     /// test binaries, so each daemon does not compile them again), with
     /// `extra` appended to the configuration file.
     pub fn new(extra: &str) -> Daemon {
+        Daemon::with_address_policy(LOOPBACK, extra)
+    }
+
+    /// As [`Daemon::new`], but without the harness's
+    /// `allow-private-addresses`: plugins reach the tests' loopback servers
+    /// only as the test's own configuration lines allow (a grant of the
+    /// address, or [`Daemon::set_plugins`] with an `allow-private-addresses`).
+    pub fn without_private_addresses(extra: &str) -> Daemon {
+        Daemon::with_address_policy("\n[network]\nproxy = \"none\"\n", extra)
+    }
+
+    /// Adds `lines` at the top of the configuration file's `[plugins]` table.
+    pub fn set_plugins(&self, lines: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("the configuration");
+        assert!(
+            text.starts_with("[plugins]\n"),
+            "the harness's configuration changed"
+        );
+        let text = text.replacen("[plugins]\n", &format!("[plugins]\n{lines}\n"), 1);
+        std::fs::write(&self.config, text).expect("write the configuration");
+    }
+
+    fn with_address_policy(policy: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let cache = std::env::current_exe()
             .ok()
@@ -73,7 +96,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "[plugins]\ncache-dir = \"{}\"\n{LOOPBACK}\n[daemon]\ntick-interval-ms = 200\n{extra}",
+                "[plugins]\ncache-dir = \"{}\"\n{policy}\n[daemon]\ntick-interval-ms = 200\n{extra}",
                 cache.display()
             ),
         )

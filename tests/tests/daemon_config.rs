@@ -2,10 +2,12 @@
 //! each test starts a real daemon with the setting in the file it reads and
 //! shows the setting in force through the socket or the CLI (issue 12,
 //! finding 16): job quotas, files per job, request size, proxy, bandwidth
-//! limit, header and in-flight bounds of plugin calls. Settings tested
+//! limit, header and in-flight bounds of plugin calls, ranges per file,
+//! the load-time call bound and the plugins directory, the resource table,
+//! the log rate, internal addresses, redirects. Settings tested
 //! elsewhere this way: plugin grants (`daemon_cli`, `contract`,
 //! `uploads_e2e`), the admin group (`local_users`), the API connection
-//! bounds, the call budget and log burst (`security`), the CA bundle (`tls`).
+//! bounds and the call budget (`security`), the CA bundle (`tls`).
 
 use ferry_tests::daemon::Daemon;
 use ferry_tests::server::{Resource, TestServer, pattern_bytes};
@@ -270,4 +272,257 @@ fn header_and_in_flight_bounds_of_the_configuration_file_hold_a_hostile_plugin()
     };
     assert!(sent <= 3, "{sent} requests in flight at once: {requests}");
     assert_eq!(sent + refused, 200, "{requests}");
+}
+
+/// Puts the hostile test plugin (and `more`, name → (manifest, component))
+/// in `dir`, a plugins directory.
+fn install_plugins(dir: &Path, more: &[(&str, (String, Vec<u8>))]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let hostile = ("hostile", ferry_tests::fixtures::hostile_plugin());
+    for (name, (manifest, wasm)) in std::iter::once(&hostile).chain(more) {
+        std::fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
+        std::fs::write(dir.join(format!("{name}.wasm")), wasm).unwrap();
+    }
+}
+
+/// Resumes a download of `url` and waits (bounded) for its first error.
+fn first_error(daemon: &Daemon, url: &str) -> serde_json::Value {
+    let dest = daemon.dir.path().join(format!("out-{}", url.len()));
+    let id = daemon.create_download(ferry(), &[(url, &dest)]);
+    daemon.run(ferry(), &["resume", &id]).ok();
+    let job = ferry_tests::daemon::wait_for_job(daemon, ferry(), &id, |j| !j["error"].is_null());
+    job["error"].clone()
+}
+
+#[test]
+fn the_ranges_per_file_limit_of_the_configuration_file_refuses_more_ranges() {
+    let mut daemon = Daemon::new("\n[limits]\nmax-ranges-per-file = 3\n");
+    daemon.start(ferry());
+    let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let add = |name: &str, ranges: &[&str]| {
+        let local = daemon.dir.path().join(name);
+        let mut args = vec![
+            "add",
+            &id,
+            "http://127.0.0.1:9/f",
+            local.to_str().unwrap(),
+            "--json",
+        ];
+        for range in ranges {
+            args.extend(["--range", range]);
+        }
+        daemon.run(ferry(), &args)
+    };
+    // Three ranges are within the file's bound (and far under the default, 500).
+    add("three", &["0:10", "20:10", "40:10"]).ok();
+    let refused = add("four", &["0:10", "20:10", "40:10", "60:10"]);
+    assert_ne!(refused.status, 0);
+    assert_eq!(
+        refused.json()["error"]["code"],
+        "too-many-ranges",
+        "{}",
+        refused.stdout
+    );
+}
+
+/// `load-call-limit-ms` and the plugins `dir` from the file: a
+/// `ferry:transfer@0.1.0` plugin whose load-time call (`supported`) never
+/// returns, in the directory the file names, is stopped at the file's 300
+/// ms (not the default 5 s, which the reason would name), the daemon
+/// starts, lists it as refused with the code, and loads the other plugin
+/// of that directory.
+#[test]
+fn the_load_call_limit_of_the_configuration_file_refuses_a_plugin_that_hangs_at_load() {
+    let mut daemon = Daemon::new("");
+    let dir = daemon.dir.path().join("operator-plugins");
+    install_plugins(
+        &dir,
+        &[(
+            "hostile-legacy",
+            ferry_tests::fixtures::hostile_legacy_plugin(),
+        )],
+    );
+    daemon.set_plugins(&format!(
+        "dir = \"{}\"\nload-call-limit-ms = 300",
+        dir.display()
+    ));
+    daemon.start(ferry());
+    let list = daemon.run(ferry(), &["plugins", "--json"]).ok().json();
+    let plugin = |name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is not listed: {list}"))
+            .clone()
+    };
+    let legacy = plugin("hostile-legacy");
+    assert_eq!(legacy["state"], "refused", "{legacy}");
+    assert!(
+        legacy["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{legacy}"
+    );
+    let reason = legacy["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("plugin-deadline") && reason.contains("300ms at load time"),
+        "{legacy}"
+    );
+    assert_eq!(plugin("hostile")["state"], "loaded", "{list}");
+}
+
+/// `max-table-entries` from the file: 64 resources a call. The hostile
+/// plugin's `table` mode (10,000 header fields of 30 KB) traps at the
+/// table; so does its `requests` mode, whose 200 unread responses would
+/// fit the default table (1,024) and the file's in-flight bound (200):
+/// the table stopped it, and the server never saw 200 requests.
+#[test]
+fn the_table_bound_of_the_configuration_file_stops_a_hostile_plugin() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put("/big", Resource::pattern(1 << 20));
+    let mut daemon = Daemon::new("\n[plugins.grants]\nhostile = [\"127.0.0.1\"]\n");
+    install_plugins(&daemon.state_dir.join("plugins"), &[]);
+    daemon.set_plugins("max-table-entries = 64\nmax-requests-in-flight = 200");
+    daemon.start(ferry());
+
+    let table = first_error(&daemon, "hostile://table/");
+    assert_eq!(table["code"], "plugin-trap", "{table}");
+    assert!(
+        table["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("resource table")),
+        "{table}"
+    );
+    let requests = first_error(
+        &daemon,
+        &format!("hostile://requests/{}", server.url("/big")),
+    );
+    assert_eq!(requests["code"], "plugin-trap", "{requests}");
+    assert!(
+        requests["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("resource table")),
+        "{requests}"
+    );
+    let seen = server.requests_for("/big").len();
+    assert!(seen <= 64, "{seen} requests sent past a table of 64");
+    // The daemon goes on serving.
+    daemon.run(ferry(), &["list", "--json"]).ok();
+}
+
+/// `log-burst` and `log-lines-per-second` from the file: a plugin that
+/// writes log lines in a loop until its 2 s call budget is spent gets 3 at
+/// once and then 1 a second into the daemon's log (each one line); the
+/// rest are dropped and counted, and the daemon's log says how many.
+#[test]
+fn the_log_rate_of_the_configuration_file_caps_a_plugin_log_flood() {
+    let mut daemon = Daemon::new("");
+    install_plugins(&daemon.state_dir.join("plugins"), &[]);
+    daemon.set_plugins("call-cpu-limit-secs = 2\nlog-burst = 3\nlog-lines-per-second = 1");
+    daemon.start(ferry());
+    let started = Instant::now();
+    let error = first_error(&daemon, "hostile://spin-log/");
+    // An upper bound of the call's wall clock: it only grows on a slow machine.
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(error["code"], "plugin-deadline", "{error}");
+
+    let log = daemon.log();
+    let written: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("with a forged second line"))
+        .collect();
+    assert!(
+        written.iter().all(|l| l.contains("a line")),
+        "a plugin's line was split: {written:?}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("with a forged")),
+        "{log}"
+    );
+    // The burst, then at least one more in the 2 s the call ran at least,
+    // and no more than the rate allows over the whole wait.
+    let most = 3 + elapsed.ceil() as usize + 1;
+    assert!(
+        written.len() >= 4 && written.len() <= most,
+        "{} plugin log lines over {elapsed:.1} s, expected 4..={most}: {log}",
+        written.len()
+    );
+    let dropped: u64 = log
+        .lines()
+        .find(|l| l.contains("plugin log lines over its rate were dropped"))
+        .and_then(|l| l.split("dropped=").nth(1))
+        .and_then(|n| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of dropped lines in the log: {log}"));
+    assert!(dropped > 100, "only {dropped} lines dropped");
+}
+
+/// `allow-private-addresses` on its own: with the built-in `http` plugin
+/// granted every host by name but no internal range allowed, a download
+/// from a loopback server (by address or by a name that resolves there) is
+/// the fatal policy error `address-not-allowed` and the server sees
+/// nothing; the same file with `allow-private-addresses = ["127.0.0.0/8"]`
+/// downloads it.
+#[test]
+fn allow_private_addresses_of_the_configuration_file_opens_loopback() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put("/f", Resource::pattern(10_000));
+    let grant = "\n[plugins.grants]\nhttp = [\"*\"]\n";
+
+    let mut refused = Daemon::without_private_addresses(grant);
+    refused.start(ferry());
+    let port = server.addr().port();
+    for url in [server.url("/f"), format!("http://localhost:{port}/f")] {
+        let error = first_error(&refused, &url);
+        assert_eq!(error["code"], "address-not-allowed", "{url}: {error}");
+        assert_eq!(error["class"], "fatal", "{url}: {error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("allow-private-addresses")),
+            "{url}: {error}"
+        );
+    }
+    assert!(server.requests().is_empty(), "the server was reached");
+
+    let mut allowed = Daemon::without_private_addresses(grant);
+    allowed.set_plugins("allow-private-addresses = [\"127.0.0.0/8\"]");
+    allowed.start(ferry());
+    let dest = allowed.dir.path().join("f");
+    allowed
+        .run(
+            ferry(),
+            &["get", &server.url("/f"), dest.to_str().unwrap(), "--json"],
+        )
+        .ok();
+    assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..10_000));
+}
+
+/// `max-redirects` from the file: a server's chain of redirects is
+/// followed for 2 hops and refused at the third (`too-many-redirects`; the
+/// default would follow 10).
+#[test]
+fn the_redirect_limit_of_the_configuration_file_stops_a_redirect_chain() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put("/f", Resource::pattern(1_000));
+    for (from, to) in [("/r0", "/r1"), ("/r1", "/r2"), ("/r2", "/f")] {
+        server.put(from, Resource::redirect(302, server.url(to)));
+    }
+    let mut daemon = Daemon::new("\n[limits]\nmax-redirects = 2\n");
+    daemon.start(ferry());
+    let dest = daemon.dir.path().join("two-hops");
+    daemon
+        .run(
+            ferry(),
+            &["get", &server.url("/r1"), dest.to_str().unwrap(), "--json"],
+        )
+        .ok();
+    assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..1_000));
+    let error = first_error(&daemon, &server.url("/r0"));
+    assert_eq!(error["code"], "too-many-redirects", "{error}");
 }
