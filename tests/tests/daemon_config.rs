@@ -4,7 +4,8 @@
 //! finding 16): job quotas, files per job, request size, proxy, bandwidth
 //! limit, header and in-flight bounds of plugin calls, ranges per file,
 //! the load-time call bound and the plugins directory, the resource table,
-//! the log rate, internal addresses, redirects. Settings tested
+//! the log rate, internal addresses, redirects, the compiled-code cache,
+//! the network timeouts. Settings tested
 //! elsewhere this way: plugin grants (`daemon_cli`, `contract`,
 //! `uploads_e2e`), the admin group (`local_users`), the API connection
 //! bounds and the call budget (`security`), the CA bundle (`tls`).
@@ -525,4 +526,126 @@ fn the_redirect_limit_of_the_configuration_file_stops_a_redirect_chain() {
     assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..1_000));
     let error = first_error(&daemon, &server.url("/r0"));
     assert_eq!(error["code"], "too-many-redirects", "{error}");
+}
+
+/// `cache-dir` from the file: the daemon creates the directory it names
+/// (0700) and keeps compiled plugins there; at the next start an entry
+/// changed on disk is refused and recompiled, never run, and a directory
+/// others can write is not used at all; downloads work all along.
+#[test]
+fn the_cache_dir_of_the_configuration_file_is_private_and_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put("/f", Resource::pattern(5_000));
+    let mut daemon = Daemon::new("");
+    let cache = daemon.dir.path().join("operator-cache");
+    let text = std::fs::read_to_string(&daemon.config).unwrap();
+    let harness = text
+        .lines()
+        .find(|l| l.starts_with("cache-dir = "))
+        .expect("the harness's cache-dir")
+        .to_string();
+    let text = text.replace(&harness, &format!("cache-dir = \"{}\"", cache.display()));
+    std::fs::write(&daemon.config, text).unwrap();
+    let download = |daemon: &Daemon, name: &str| {
+        let dest = daemon.dir.path().join(name);
+        daemon
+            .run(
+                ferry(),
+                &["get", &server.url("/f"), dest.to_str().unwrap(), "--json"],
+            )
+            .ok();
+        assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..5_000));
+    };
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut list: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect();
+        list.sort();
+        list
+    };
+
+    daemon.start(ferry());
+    download(&daemon, "first");
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the cache directory is the daemon's alone");
+    let written = entries();
+    assert!(
+        !written.is_empty(),
+        "nothing cached in the configured directory"
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+
+    // Change one byte of each entry's code, as an attacker or a torn write would.
+    let mut tampered = Vec::new();
+    for entry in &written {
+        let mut bytes = std::fs::read(entry).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(entry, &bytes).unwrap();
+        tampered.push(bytes);
+    }
+    daemon.start(ferry());
+    download(&daemon, "second");
+    let log = daemon.log();
+    let refused = log
+        .lines()
+        .filter(|l| l.contains("cached plugin code refused, recompiling"))
+        .count();
+    assert_eq!(refused, written.len(), "{log}");
+    for (entry, bytes) in written.iter().zip(&tampered) {
+        assert_ne!(
+            &std::fs::read(entry).unwrap(),
+            bytes,
+            "{} kept its tampered code",
+            entry.display()
+        );
+    }
+    assert_eq!(daemon.terminate(), Some(0));
+
+    // A cache directory others may write is not used (nor changed).
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for entry in &written {
+        std::fs::write(entry, b"not compiled code").unwrap();
+    }
+    daemon.start(ferry());
+    download(&daemon, "third");
+    let log = daemon.log();
+    assert!(
+        log.contains("plugin code cache not used") && log.contains("lets others write it"),
+        "{log}"
+    );
+    for entry in &written {
+        assert_eq!(std::fs::read(entry).unwrap(), b"not compiled code");
+    }
+}
+
+/// `first-byte-timeout-secs` and `read-timeout-secs` from the file: a
+/// server that holds its answer back for 30 s (which the defaults, 120 s
+/// and 60 s, would wait for) is given up on after the file's 1 s, a
+/// transient error, whichever of the two timeouts is set.
+#[test]
+fn the_network_timeouts_of_the_configuration_file_give_up_on_a_server_that_holds_back() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    server.put(
+        "/late",
+        Resource::pattern(1_000).delay_headers(Duration::from_secs(30)),
+    );
+    for setting in ["first-byte-timeout-secs = 1", "read-timeout-secs = 1"] {
+        server.clear_requests();
+        let mut daemon = Daemon::new("");
+        set_network(&daemon, &format!("proxy = \"none\"\n{setting}"));
+        daemon.start(ferry());
+        let error = first_error(&daemon, &server.url("/late"));
+        assert_eq!(
+            (error["code"].as_str(), error["class"].as_str()),
+            (Some("timeout"), Some("transient")),
+            "{setting}: {error}"
+        );
+        assert!(!server.requests_for("/late").is_empty(), "{setting}");
+    }
 }
