@@ -118,6 +118,7 @@ fn main() {
             let f = ferry_round(&daemon, &server, &file);
             (f, curl_round(&server, &file, size))
         };
+        server.delete_uploads();
         let ratio = mb_s(ferry_time) / mb_s(curl_time);
         ratios.push(ratio);
         println!(

@@ -155,6 +155,17 @@ impl TusServer {
         }
     }
 
+    /// Deletes every upload the server holds on disk (a benchmark's rounds
+    /// would fill the disk otherwise).
+    pub fn delete_uploads(&self) {
+        for entry in std::fs::read_dir(self.dir.path())
+            .expect("the upload directory")
+            .flatten()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+
     /// The address it listens on.
     pub fn addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
