@@ -1,14 +1,15 @@
 //! Security-relevant settings reach the daemon from its configuration file:
 //! each test starts a real daemon with the setting in the file it reads and
-//! shows the setting in force through the socket or the CLI (issue 12,
-//! finding 16): job quotas, files per job, request size, proxy, bandwidth
-//! limit, header and in-flight bounds of plugin calls, ranges per file,
-//! the load-time call bound and the plugins directory, the resource table,
-//! the log rate, internal addresses, redirects, the compiled-code cache,
-//! the network timeouts. Settings tested
-//! elsewhere this way: plugin grants (`daemon_cli`, `contract`,
-//! `uploads_e2e`), the admin group (`local_users`), the API connection
-//! bounds and the call budget (`security`), the CA bundle (`tls`).
+//! shows the setting in force through the socket, the CLI or the daemon's
+//! log (issue 12, finding 16): job quotas, files and ranges per job file,
+//! request size, API connection caps, proxy, bandwidth limit, network
+//! timeouts, redirects, internal addresses, the plugins and compiled-code
+//! directories, and the host's bounds on plugin calls (load-time call,
+//! resource table, header bytes, requests in flight, log burst and rate).
+//! Settings tested elsewhere this way: plugin grants (`daemon_cli`,
+//! `contract`, `uploads_e2e`), the admin group (`local_users`), the
+//! header-read and idle timeouts and the call budget (`security`), the CA
+//! bundle and system roots (`tls`).
 
 use ferry_tests::daemon::Daemon;
 use ferry_tests::server::{Resource, TestServer, pattern_bytes};
@@ -648,4 +649,76 @@ fn the_network_timeouts_of_the_configuration_file_give_up_on_a_server_that_holds
         );
         assert!(!server.requests_for("/late").is_empty(), "{setting}");
     }
+}
+
+/// Runs `f` on a thread whose uid and gid are `uid` (a Linux thread's
+/// credentials are its own when changed by the raw system calls), so the
+/// daemon sees `uid` at the other end of the sockets it opens.
+fn as_uid<T: Send + 'static>(uid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: plain system calls changing this thread's credentials.
+        unsafe {
+            assert_eq!(
+                nix::libc::syscall(nix::libc::SYS_setresgid, uid, uid, uid),
+                0
+            );
+            assert_eq!(
+                nix::libc::syscall(nix::libc::SYS_setresuid, uid, uid, uid),
+                0
+            );
+        }
+        f()
+    })
+    .join()
+    .expect("the thread ran")
+}
+
+/// Opens `n` connections to `socket` and sends a request on each: the
+/// connections the daemon kept (they answered), still open.
+fn answered_connections(socket: &Path, n: usize) -> Vec<UnixStream> {
+    let mut opened: Vec<UnixStream> = (0..n)
+        .filter_map(|_| UnixStream::connect(socket).ok())
+        .collect();
+    opened.retain_mut(|stream| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let sent = stream
+            .write_all(b"GET /v1/jobs HTTP/1.1\r\nHost: ferry\r\n\r\n")
+            .is_ok();
+        let mut head = [0u8; 9];
+        sent && stream.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 "
+    });
+    opened
+}
+
+/// `max-connections-per-user` and `max-connections` from the file: of ten
+/// connections one user opens, the daemon keeps 4; of ten more by a second
+/// user, 2 (6 in all); root's are not counted. Without root, the test's own
+/// user shows the first bound.
+#[test]
+fn the_connection_caps_of_the_configuration_file_hold_users_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut daemon = Daemon::new("max-connections-per-user = 4\nmax-connections = 6\n");
+    std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    daemon.start(ferry());
+    let root = nix::unistd::geteuid().is_root();
+    let socket = daemon.socket.clone();
+    let first = if root {
+        as_uid(65534, move || answered_connections(&socket, 10))
+    } else {
+        answered_connections(&socket, 10)
+    };
+    assert_eq!(first.len(), 4, "{}", daemon.log());
+    assert!(daemon.log().contains("(max-connections-per-user)"));
+    if !root {
+        eprintln!("skipped: max-connections needs a second user (run as root)");
+        return;
+    }
+    let socket = daemon.socket.clone();
+    let second = as_uid(65533, move || answered_connections(&socket, 10));
+    assert_eq!(second.len(), 2, "{}", daemon.log());
+    assert!(daemon.log().contains("(max-connections)"));
+    assert_eq!(answered_connections(&daemon.socket, 10).len(), 10);
+    drop((first, second));
 }
