@@ -289,7 +289,9 @@ fn install_plugins(dir: &Path, more: &[(&str, (String, Vec<u8>))]) {
 
 /// Resumes a download of `url` and waits (bounded) for its first error.
 fn first_error(daemon: &Daemon, url: &str) -> serde_json::Value {
-    let dest = daemon.dir.path().join(format!("out-{}", url.len()));
+    static DOWNLOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = DOWNLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dest = daemon.dir.path().join(format!("out-{n}"));
     let id = daemon.create_download(ferry(), &[(url, &dest)]);
     daemon.run(ferry(), &["resume", &id]).ok();
     let job = ferry_tests::daemon::wait_for_job(daemon, ferry(), &id, |j| !j["error"].is_null());
@@ -721,4 +723,45 @@ fn the_connection_caps_of_the_configuration_file_hold_users_back() {
     assert!(daemon.log().contains("(max-connections)"));
     assert_eq!(answered_connections(&daemon.socket, 10).len(), 10);
     drop((first, second));
+}
+
+/// `[plugins.grants]` refusing as well as allowing: a third-party plugin
+/// granted one server (address and port) reaches it, and its request to
+/// another port of the same address is the fatal `host-not-granted`,
+/// unseen by that server.
+#[test]
+fn a_grant_of_the_configuration_file_lets_a_plugin_reach_that_host_alone() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let granted = runtime.block_on(TestServer::start());
+    let other = runtime.block_on(TestServer::start());
+    granted.put("/open", Resource::pattern(100));
+    other.put("/secret", Resource::pattern(100));
+    let mut daemon = Daemon::new(&format!(
+        "\n[plugins.grants]\nhostile = [\"127.0.0.1:{}\"]\n",
+        granted.addr().port()
+    ));
+    install_plugins(&daemon.state_dir.join("plugins"), &[]);
+    daemon.start(ferry());
+
+    let reached = first_error(
+        &daemon,
+        &format!("hostile://reach/{}", granted.url("/open")),
+    );
+    assert_eq!(reached["code"], "unexpected", "{reached}");
+    assert!(
+        reached["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("let the request through: 200")),
+        "{reached}"
+    );
+    let refused = first_error(
+        &daemon,
+        &format!("hostile://reach/{}", other.url("/secret")),
+    );
+    assert_eq!(
+        (refused["code"].as_str(), refused["class"].as_str()),
+        (Some("host-not-granted"), Some("fatal")),
+        "{refused}"
+    );
+    assert!(other.requests().is_empty(), "the other server was reached");
 }
