@@ -14,6 +14,7 @@ use crate::plugin::network::{NetworkConfig, Proxy};
 use crate::plugin::sandbox::SandboxLimits;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub struct Config {
     pub job_defaults: JobDefaultsConfig,
     pub network: NetworkSection,
     pub plugins: PluginsConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// The daemon and its API.
@@ -206,6 +208,16 @@ impl Default for PluginsConfig {
     }
 }
 
+/// The optional loopback TCP listener serving the Prometheus text to
+/// scrapers (besides `GET /v1/metrics` on the socket, for administrators).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsConfig {
+    /// A loopback address and port (`127.0.0.1:9187`, `[::1]:9187`); absent
+    /// = no listener. It has no authentication: never anything but loopback.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -308,6 +320,14 @@ impl Config {
                 "[network] system-roots = false needs a ca-bundle (nothing would be trusted)"
                     .into(),
             ));
+        }
+        if let Some(address) = self.metrics.listen
+            && !address.ip().is_loopback()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "[metrics] listen = \"{address}\" is not a loopback address (127.0.0.0/8 or ::1): \
+                 the metrics listener has no authentication and must not be reachable from the network"
+            )));
         }
         self.proxy()?;
         Ok(())
@@ -535,6 +555,27 @@ mod tests {
         let c = Config::parse("[limits]\nmax-jobs-per-user = 3\n").unwrap();
         assert_eq!(c.engine().max_jobs_per_user, 3);
         assert_eq!(c.engine().max_jobs_per_machine, 300);
+    }
+
+    #[test]
+    fn the_metrics_listener_is_off_by_default_and_loopback_only() {
+        assert_eq!(Config::default().metrics.listen, None);
+        for ok in ["127.0.0.1:9187", "127.8.9.10:1", "[::1]:9187"] {
+            let c = Config::parse(&format!("[metrics]\nlisten = \"{ok}\"\n")).unwrap();
+            assert_eq!(c.metrics.listen, Some(ok.parse().unwrap()));
+        }
+        for refused in [
+            "0.0.0.0:9187",
+            "[::]:9187",
+            "192.168.1.2:9187",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let e = Config::parse(&format!("[metrics]\nlisten = \"{refused}\"\n")).unwrap_err();
+            assert_eq!(e.code(), "invalid-config");
+            assert!(e.to_string().contains("not a loopback address"), "{e}");
+        }
+        assert!(Config::parse("[metrics]\nlisten = \"localhost:9187\"\n").is_err());
+        assert!(Config::parse("[metrics]\nlisten = \"127.0.0.1\"\n").is_err());
     }
 
     #[test]

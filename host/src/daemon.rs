@@ -3,7 +3,8 @@
 //!
 //! It opens the store under the state directory, loads the built-in plugins
 //! and those of the plugins directory, opens the engine, runs the timers,
-//! the notifier and the API on the socket, and on SIGTERM or SIGINT stops
+//! the notifier, the API on the socket (and the metrics listener on loopback
+//! if `[metrics] listen` says so), and on SIGTERM or SIGINT stops
 //! accepting, lets transfers checkpoint, saves every job, and removes its
 //! socket. The socket answers only once the engine is ready, so a client
 //! that can connect can be served.
@@ -47,6 +48,8 @@ pub enum DaemonError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    MetricsListen(#[from] api::metrics_listener::ListenError),
 }
 
 impl DaemonError {
@@ -60,6 +63,7 @@ impl DaemonError {
             DaemonError::Engine(_) => "store-failed",
             DaemonError::AlreadyRunning(_) => "already-running",
             DaemonError::Socket { .. } => "socket-failed",
+            DaemonError::MetricsListen(_) => "metrics-listen-failed",
         }
     }
 }
@@ -98,6 +102,16 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
     let notifier = crate::notify::spawn(engine.clone(), shutdown.clone());
 
     let listener = bind(&paths.socket).await?;
+    let metrics_listener = match config.metrics.listen {
+        Some(address) => match api::metrics_listener::bind(address).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                let _ = std::fs::remove_file(&paths.socket);
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
     let state = Arc::new(ApiState {
         engine: engine.clone(),
         runtime,
@@ -107,6 +121,15 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
         shutdown: shutdown.clone(),
     });
     let server = tokio::spawn(api::serve_with(listener, state, config.connections()));
+    let metrics_server = metrics_listener.map(|listener| {
+        tracing::info!(address = %config.metrics.listen.expect("bound"), "metrics listener");
+        tokio::spawn(api::metrics_listener::serve(
+            listener,
+            engine.clone(),
+            config.connections(),
+            shutdown.clone(),
+        ))
+    });
     tracing::info!(pid = std::process::id(), "ready");
 
     let mut term = signal(SignalKind::terminate()).map_err(|source| DaemonError::Socket {
@@ -130,6 +153,9 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
     }
     shutdown.cancel();
     let _ = server.await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     engine.shutdown().await;
     let _ = ticker.await;
     let _ = notifier.await;

@@ -8,7 +8,8 @@
 //! - `routes`: the route table (the one place a route exists) and handlers;
 //! - `views`: the JSON the API speaks, without secrets;
 //! - `error`: typed refusals and their HTTP statuses;
-//! - `sse`: the event streams.
+//! - `sse`: the event streams;
+//! - `metrics_listener`: the optional loopback TCP listener for scrapers.
 //!
 //! `host/openapi.json` documents every route; a test holds the two together.
 //!
@@ -18,6 +19,7 @@
 //! daemon so many in all; the user database is read off the async workers.
 
 pub mod error;
+pub mod metrics_listener;
 pub mod routes;
 pub mod sse;
 pub mod views;
@@ -32,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, ApiErrorView, ErrorBody};
@@ -195,15 +197,15 @@ impl Drop for Slot {
 
 /// A connection that fails with `TimedOut` after `idle` without a byte
 /// read or written.
-struct IdleTimeout {
-    inner: UnixStream,
+struct IdleTimeout<S> {
+    inner: S,
     idle: Duration,
     last: Instant,
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl IdleTimeout {
-    fn new(inner: UnixStream, idle: Duration) -> IdleTimeout {
+impl<S> IdleTimeout<S> {
+    fn new(inner: S, idle: Duration) -> IdleTimeout<S> {
         IdleTimeout {
             inner,
             idle,
@@ -232,7 +234,7 @@ impl IdleTimeout {
     }
 }
 
-impl AsyncRead for IdleTimeout {
+impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -248,7 +250,7 @@ impl AsyncRead for IdleTimeout {
     }
 }
 
-impl AsyncWrite for IdleTimeout {
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
