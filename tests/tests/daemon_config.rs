@@ -365,15 +365,10 @@ fn the_load_call_limit_of_the_configuration_file_refuses_a_plugin_that_hangs_at_
     };
     let legacy = plugin("hostile-legacy");
     assert_eq!(legacy["state"], "refused", "{legacy}");
-    assert!(
-        legacy["code"].as_str().is_some_and(|c| !c.is_empty()),
-        "{legacy}"
-    );
+    // The plugin's fault, by its own code (not its manifest's).
+    assert_eq!(legacy["code"], "plugin-deadline", "{legacy}");
     let reason = legacy["reason"].as_str().unwrap_or("");
-    assert!(
-        reason.contains("plugin-deadline") && reason.contains("300ms at load time"),
-        "{legacy}"
-    );
+    assert!(reason.contains("300ms at load time"), "{legacy}");
     assert_eq!(plugin("hostile")["state"], "loaded", "{list}");
 }
 

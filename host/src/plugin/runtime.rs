@@ -114,6 +114,14 @@ pub enum RuntimeError {
     },
     #[error("no plugins directory to reload from (the daemon's configuration names none)")]
     NoPluginsDir,
+    /// A call made while loading (a 0.1 transport's capabilities) trapped or
+    /// ran past its limits: the plugin's fault, not its manifest's.
+    #[error("plugin {plugin}: its load-time call failed: {message}")]
+    LoadCall {
+        plugin: String,
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl RuntimeError {
@@ -132,8 +140,17 @@ impl RuntimeError {
             RuntimeError::ManifestMissing { .. } => "manifest-missing",
             RuntimeError::ComponentMissing { .. } => "component-missing",
             RuntimeError::NoPluginsDir => "no-plugins-dir",
+            RuntimeError::LoadCall { code, .. } => code,
         }
     }
+}
+
+/// Why a plugin's abilities could not be told.
+enum Unable {
+    /// The component contradicts itself or its manifest.
+    Disagrees(String),
+    /// Asking the plugin failed (a trap, its deadline, its memory).
+    CallFailed(TransferError),
 }
 
 /// A third-party plugin the runtime did not load, and why.
@@ -616,14 +633,24 @@ impl PluginRuntime {
             pre,
             exports,
         };
-        plugin.abilities = self.abilities(&plugin).map_err(mismatch)?;
+        plugin.abilities = self.abilities(&plugin).map_err(|e| match e {
+            Unable::Disagrees(message) => mismatch(message),
+            Unable::CallFailed(error) => RuntimeError::LoadCall {
+                plugin: name.clone(),
+                code: ["plugin-trap", "plugin-deadline", "plugin-memory"]
+                    .into_iter()
+                    .find(|c| *c == error.code)
+                    .unwrap_or("load-call-failed"),
+                message: error.message,
+            },
+        })?;
         check_manifest(&plugin).map_err(mismatch)?;
         Ok(plugin)
     }
 
     /// What `plugin` can do: its 0.2 exports, or what a 0.1 transport
     /// reports.
-    fn abilities(&self, plugin: &Plugin) -> Result<BTreeSet<Capability>, String> {
+    fn abilities(&self, plugin: &Plugin) -> Result<BTreeSet<Capability>, Unable> {
         match &plugin.exports {
             Exports::V0_2(exports) => {
                 let mut abilities = BTreeSet::new();
@@ -635,11 +662,11 @@ impl PluginRuntime {
                 }
                 if exports.upload_reply.is_some() {
                     if exports.upload.is_none() {
-                        return Err(
+                        return Err(Unable::Disagrees(
                             "the component exports upload-reply without upload (a plugin that \
                              returns replies exports both)"
                                 .into(),
-                        );
+                        ));
                     }
                     abilities.insert(Capability::UploadReply);
                 }
@@ -656,7 +683,7 @@ impl PluginRuntime {
                 futures::executor::block_on(self.run(plugin, &job, async |store, instance| {
                     legacy::supported(exports, store, instance).await
                 }))
-                .map_err(|e| format!("asking for its capabilities failed: {e}"))
+                .map_err(Unable::CallFailed)
             }
         }
     }
