@@ -111,11 +111,22 @@ fn main() {
     let mb_s = |d: Duration| size as f64 / d.as_secs_f64() / 1e6;
     let mut ratios = Vec::new();
     for round in 0..rounds {
+        // Each side starts with the server's disk clean: the other side's
+        // gigabyte written back (`sync`) and deleted, so that neither pays for
+        // the other's writeback.
+        let settle = || {
+            server.delete_uploads();
+            let _ = Command::new("sync").status();
+        };
         let (ferry_time, curl_time) = if round % 2 == 0 {
+            settle();
             let c = curl_round(&server, &file, size);
+            settle();
             (ferry_round(&daemon, &server, &file), c)
         } else {
+            settle();
             let f = ferry_round(&daemon, &server, &file);
+            settle();
             (f, curl_round(&server, &file, size))
         };
         server.delete_uploads();
