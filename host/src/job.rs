@@ -241,7 +241,7 @@ pub struct Job {
     pub priority: Priority,
     pub files: Vec<JobFile>,
     pub settings: JobSettings,
-    pub state: JobState,
+    state: JobState,
     pub error: Option<JobError>,
     pub created: SystemTime,
     pub modified: SystemTime,
@@ -337,6 +337,40 @@ impl Operation {
         Operation::AddFile,
         Operation::Set,
     ];
+}
+
+impl Job {
+    /// Where the job stands. Only the two tables below move it: owner
+    /// operations through [`Job::operate`], engine events through
+    /// [`Job::step`].
+    pub fn state(&self) -> JobState {
+        self.state
+    }
+
+    /// Moves the job where owner operation `operation` leads
+    /// ([`owner_operation`]), or refuses it. `had_files`: whether the job
+    /// had a file before the operation began.
+    pub fn operate(
+        &mut self,
+        operation: Operation,
+        had_files: bool,
+    ) -> Result<JobState, JobRefusal> {
+        let next = owner_operation(self.job_type, self.state, operation, had_files)?;
+        self.state = next;
+        Ok(next)
+    }
+
+    /// Moves the job where engine event `event` leads ([`engine_step`]);
+    /// `false`, and nothing changes, where the table has no such row.
+    pub fn step(&mut self, event: EngineEvent) -> bool {
+        match engine_step(self.state, event) {
+            Some(next) => {
+                self.state = next;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// The state an owner operation leads to, or its typed refusal.

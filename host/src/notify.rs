@@ -59,7 +59,7 @@ async fn notify(engine: Engine, id: String, state: JobState, shutdown: Cancellat
         let Ok(job) = engine.get(ANYONE, &id) else {
             return;
         };
-        if job.state != state {
+        if job.state() != state {
             return;
         }
         let Some(command) = job.settings.notify_command.clone() else {

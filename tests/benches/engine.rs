@@ -83,7 +83,7 @@ async fn main() {
         engine.resume(ME, &id).unwrap();
         loop {
             let job = engine.get(ME, &id).unwrap();
-            match job.state {
+            match job.state() {
                 JobState::Transferred => break,
                 JobState::Error => panic!("{:?}", job.error),
                 _ => tokio::task::yield_now().await,

@@ -101,7 +101,7 @@ impl Harness {
     async fn wait_for(&self, id: &str, state: JobState) {
         for _ in 0..3000 {
             match self.engine().get(ROOT, id) {
-                Ok(job) if job.state == state => return,
+                Ok(job) if job.state() == state => return,
                 Err(_) if state.is_final() => return,
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
@@ -142,7 +142,7 @@ async fn a_download_job_runs_from_create_to_complete() {
     let id = download_job(&h, &[(&server.url("/a"), &a), (&server.url("/b"), &b)]);
     let mut events = h.engine().subscribe();
     assert_eq!(
-        h.engine().get(ALICE, &id).unwrap().state,
+        h.engine().get(ALICE, &id).unwrap().state(),
         JobState::Suspended,
         "new jobs start suspended"
     );
@@ -270,7 +270,7 @@ async fn suspend_and_resume_continue_where_the_bytes_stopped() {
     h.engine().suspend(ALICE, &id).unwrap();
     let kept = h.engine().get(ALICE, &id).unwrap().files[0].bytes_transferred;
     assert_eq!(
-        h.engine().get(ALICE, &id).unwrap().state,
+        h.engine().get(ALICE, &id).unwrap().state(),
         JobState::Suspended
     );
     server.update("/f", |r| r.apply(|r| r.slow(u64::MAX / 4)));
@@ -311,7 +311,7 @@ async fn a_restart_continues_from_the_checkpoint() {
     h.restart().await;
     let job = h.engine().get(ALICE, &id).unwrap();
     assert_eq!(
-        job.state,
+        job.state(),
         JobState::Queued,
         "an interrupted transfer is queued again"
     );
@@ -585,7 +585,7 @@ async fn the_retry_delay_holds_a_transient_error_then_retries() {
     h.engine().tick();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        h.engine().get(ALICE, &id).unwrap().state,
+        h.engine().get(ALICE, &id).unwrap().state(),
         JobState::TransientError
     );
     assert_eq!(
@@ -622,7 +622,7 @@ async fn no_progress_past_the_timeout_is_an_error_and_zero_makes_every_error_fat
     h.clock.advance(Duration::from_secs(3601));
     h.engine().tick();
     let job = h.engine().get(ALICE, &id).unwrap();
-    assert_eq!(job.state, JobState::Error);
+    assert_eq!(job.state(), JobState::Error);
     assert_eq!(job.error.unwrap().error.code, "no-progress-timeout");
 
     let zero = download_job(&h, &[(&server.url("/down"), &h.path("zero"))]);
@@ -691,13 +691,13 @@ async fn a_job_past_its_max_download_time_of_active_transfer_is_an_error() {
     h.engine().resume(ALICE, &id).unwrap();
     h.wait_for(&id, JobState::Transferring).await;
     assert_eq!(
-        h.engine().get(ALICE, &id).unwrap().state,
+        h.engine().get(ALICE, &id).unwrap().state(),
         JobState::Transferring
     );
     h.clock.advance(hour / 2 + Duration::from_secs(1));
     h.engine().tick();
     let job = h.engine().get(ALICE, &id).unwrap();
-    assert_eq!(job.state, JobState::Error);
+    assert_eq!(job.state(), JobState::Error);
     let error = job.error.unwrap().error;
     assert_eq!(error.code, "max-download-time");
     assert_eq!(error.class, ferry::ErrorClass::Fatal);
@@ -720,7 +720,7 @@ async fn wall_clock_jumps_while_running_move_no_timer() {
     h.clock.set_wall(now - 365 * DAY);
     h.engine().tick();
     assert_eq!(
-        h.engine().get(ALICE, &failing).unwrap().state,
+        h.engine().get(ALICE, &failing).unwrap().state(),
         JobState::TransientError,
         "no retry fired"
     );
@@ -789,7 +789,7 @@ async fn foreground_jobs_run_beside_the_background_slot() {
     h.engine().resume(ALICE, &foreground).unwrap();
     h.wait_for(&foreground, JobState::Transferred).await;
     assert_eq!(
-        h.engine().get(ALICE, &waiting).unwrap().state,
+        h.engine().get(ALICE, &waiting).unwrap().state(),
         JobState::Queued,
         "the one slot is taken"
     );
@@ -817,7 +817,7 @@ async fn a_failed_move_leaves_the_job_completable_again() {
     let error = h.engine().complete(ALICE, &id).unwrap_err();
     assert_eq!(error.code(), "rename-failed");
     let job = h.engine().get(ALICE, &id).unwrap();
-    assert_eq!(job.state, JobState::Error);
+    assert_eq!(job.state(), JobState::Error);
     assert_eq!(
         job.error.unwrap().error.context,
         ferry::ErrorContext::LocalFile
@@ -1155,7 +1155,7 @@ async fn a_plugin_that_calls_a_short_or_long_body_whole_is_not_believed() {
         engine.resume(ALICE, &id).unwrap();
         let mut job = engine.get(ALICE, &id).unwrap();
         for _ in 0..3000 {
-            if job.state == JobState::TransientError {
+            if job.state() == JobState::TransientError {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1346,7 +1346,7 @@ async fn an_upload_job_for_a_download_only_plugin_fails_typed_not_trapped() {
     engine.resume(ALICE, &id).unwrap();
     let mut job = engine.get(ALICE, &id).unwrap();
     for _ in 0..3000 {
-        if job.state == JobState::Error {
+        if job.state() == JobState::Error {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

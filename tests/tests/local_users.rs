@@ -575,17 +575,20 @@ async fn a_flood_of_events_never_drops_a_notify_command() {
         .unwrap();
     engine.resume(me, &id).unwrap();
     for _ in 0..3000 {
-        if engine.get(me, &id).unwrap().state == JobState::TransientError {
+        if engine.get(me, &id).unwrap().state() == JobState::TransientError {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(engine.get(me, &id).unwrap().state, JobState::TransientError);
+    assert_eq!(
+        engine.get(me, &id).unwrap().state(),
+        JobState::TransientError
+    );
 
     // From here to the end of the flood, nothing awaits.
     clock.advance(Duration::from_secs(61));
     engine.tick();
-    assert_eq!(engine.get(me, &id).unwrap().state, JobState::Error);
+    assert_eq!(engine.get(me, &id).unwrap().state(), JobState::Error);
     let flood: Vec<_> = (0..8)
         .map(|t| {
             let (engine, busy) = (engine.clone(), busy.clone());

@@ -138,7 +138,7 @@ impl Harness {
 
     /// Waits (up to a minute) until job `id` is in `state`.
     async fn wait_for(&self, id: &str, state: JobState) -> Job {
-        self.wait_until(id, &format!("{state:?}"), |job| job.state == state)
+        self.wait_until(id, &format!("{state:?}"), |job| job.state() == state)
             .await
     }
 
@@ -268,7 +268,7 @@ async fn complete_is_refused_until_the_upload_is_transferred() {
     let refused = h.engine().complete(ALICE, &id).unwrap_err();
     assert_eq!(refused.code(), "invalid-state", "while transferring");
     assert!(
-        h.job(&id).state.is_active(),
+        h.job(&id).state().is_active(),
         "a refused complete changes nothing"
     );
 
@@ -288,7 +288,7 @@ async fn the_reply_is_kept_across_a_restart_until_complete() {
     h.engine().resume(ALICE, &id).unwrap();
     h.wait_for(&id, JobState::Transferred).await;
     h.restart().await;
-    assert_eq!(h.job(&id).state, JobState::Transferred);
+    assert_eq!(h.job(&id).state(), JobState::Transferred);
     let reply = h.engine().complete(ALICE, &id).unwrap().reply.unwrap();
     assert_eq!(reply.reply.body, b"kept");
     assert_eq!(
@@ -339,7 +339,7 @@ async fn suspend_and_resume_continue_from_the_servers_offset() {
     h.wait_for_bytes(&id, MIB).await;
     h.engine().suspend(ALICE, &id).unwrap();
     let job = h.job(&id);
-    assert_eq!(job.state, JobState::Suspended);
+    assert_eq!(job.state(), JobState::Suspended);
     assert!(job.upload_session.is_some());
     let patches_before = patch_offsets(&server).len();
 
@@ -375,7 +375,7 @@ async fn a_restart_resumes_the_upload_from_the_servers_offset() {
     h.restart().await;
     let job = h.job(&id);
     assert_eq!(
-        job.state,
+        job.state(),
         JobState::Queued,
         "an interrupted upload is queued again"
     );
@@ -511,7 +511,7 @@ async fn a_session_the_server_forgot_starts_over_with_a_new_one() {
     h.engine().resume(ALICE, &id).unwrap();
     h.wait_for_bytes(&id, MIB).await;
     h.engine().suspend(ALICE, &id).unwrap();
-    h.wait_until(&id, "idle", |job| job.state == JobState::Suspended)
+    h.wait_until(&id, "idle", |job| job.state() == JobState::Suspended)
         .await;
     server.forget_upload("/up/1");
     server.update_uploads("/up", |e| e.apply(|e| e.fast()));

@@ -279,11 +279,11 @@ async fn dispatch(
             let state_after = match route {
                 Route::Resume => {
                     engine.resume(caller, &id)?;
-                    engine.get(caller, &id).map(|j| j.state)?
+                    engine.get(caller, &id).map(|j| j.state())?
                 }
                 Route::Suspend => {
                     engine.suspend(caller, &id)?;
-                    engine.get(caller, &id).map(|j| j.state)?
+                    engine.get(caller, &id).map(|j| j.state())?
                 }
                 _ => {
                     engine.cancel(caller, &id)?;

@@ -50,7 +50,7 @@ pub fn job_stream(state: &ApiState, caller: Caller, id: &str) -> Result<Response
     let job = state.engine.get(caller, id)?;
     let first = frame("job", &JobView::of(&job));
     let id = id.to_string();
-    let done = job.state.is_final();
+    let done = job.state().is_final();
     // A job taken by someone else is no longer the caller's to follow: the
     // stream ends before it could carry the new owner's events.
     let gone_id = id.clone();

@@ -98,7 +98,7 @@ impl JobView {
         JobView {
             id: job.id.clone(),
             job_type: job.job_type,
-            state: job.state,
+            state: job.state(),
             owner: job.owner,
             name: job.name.clone(),
             description: job.description.clone(),

@@ -299,9 +299,7 @@ impl Engine {
             if moved {
                 job.timers.idle = Duration::ZERO;
                 job.timers.without_progress = None;
-                if let Some(next) = engine_step(job.state, EngineEvent::BytesMoving) {
-                    job.state = next;
-                }
+                job.step(EngineEvent::BytesMoving);
                 notify = slot.coalesced_progress(now, self.inner.config.notification_interval);
             }
             moved

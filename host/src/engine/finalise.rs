@@ -8,14 +8,15 @@ impl Engine {
     /// file into place and delete partial ones; uploads hand over the reply.
     /// If a move fails the job stays, in `error`, and can be completed again.
     pub fn complete(&self, caller: Caller, id: &str) -> Refusal<Completion> {
-        let (job, done) = {
+        let job = {
             let mut jobs = self.inner.lock();
             let slot = self
                 .inner
                 .owned_slot(&mut jobs, caller, id, Access::Change)?;
-            let done = owner_operation(
+            // Refused before anything moves.
+            owner_operation(
                 slot.job.job_type,
-                slot.job.state,
+                slot.job.state(),
                 Operation::Complete,
                 !slot.job.files.is_empty(),
             )?;
@@ -26,7 +27,7 @@ impl Engine {
             if let Some(running) = slot.running.take() {
                 running.cancel.cancel();
             }
-            (slot.job.clone(), done)
+            slot.job.clone()
         };
         // Whatever way this ends, the job is released again (on success it
         // is gone already).
@@ -56,9 +57,13 @@ impl Engine {
                 Err(error) => return Err(JobRefusal::Transfer(error)),
             }
         }
+        // No transfer and no other operation ran meanwhile (`completing`):
+        // the job still stands where the check above found it.
+        let mut done = Ok(JobState::Acknowledged);
         let job = self
-            .with_job(id, |job| job.state = done)
+            .with_job(id, |job| done = job.operate(Operation::Complete, true))
             .ok_or_else(|| JobRefusal::NotFound(id.to_string()))?;
+        done?;
         self.forget(&job);
         self.inner.publish(&job, EventKind::State);
         self.schedule();
@@ -153,9 +158,7 @@ impl Engine {
             return Ok(());
         };
         let failed = self.with_job(id, |job| {
-            if let Some(next) = engine_step(job.state, EngineEvent::MoveFailed) {
-                job.state = next;
-            }
+            job.step(EngineEvent::MoveFailed);
             job.error = Some(JobError {
                 error: error.clone(),
                 file: index,

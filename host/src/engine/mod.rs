@@ -39,7 +39,7 @@ use crate::files::{ReplySpool, TempFile};
 use crate::identity::{Identity, as_owner};
 use crate::job::{
     ByteRange, EngineEvent, Job, JobError, JobFile, JobRefusal, JobSettings, JobState, JobType,
-    MIN_RETRY_DELAY, Operation, Priority, ReplyRecord, check_local_path, check_ranges, engine_step,
+    MIN_RETRY_DELAY, Operation, Priority, ReplyRecord, check_local_path, check_ranges,
     owner_operation,
 };
 use crate::metrics::{MeasuredStore, Metrics};
@@ -245,7 +245,7 @@ impl Engine {
         let mut slots = HashMap::new();
         let mut server_cancels = Vec::new();
         for mut job in jobs {
-            if job.state.is_final() {
+            if job.state().is_final() {
                 // A cancelled upload whose session the server still holds:
                 // cancelling it there goes on, unless its window closed
                 // while the daemon was down.
@@ -266,9 +266,7 @@ impl Engine {
             }
             job.timers_at = now_wall;
             // A transfer cut short by the daemon's stop is queued again.
-            if let Some(next) = engine_step(job.state, EngineEvent::Preempted) {
-                job.state = next;
-            }
+            job.step(EngineEvent::Preempted);
             slots.insert(
                 job.id.clone(),
                 Slot {
@@ -310,7 +308,7 @@ impl Engine {
             .inner
             .lock()
             .values()
-            .map(|slot| (slot.job.state, slot.job.job_type))
+            .map(|slot| (slot.job.state(), slot.job.job_type))
             .collect();
         self.inner.metrics.render(&jobs)
     }
@@ -386,7 +384,7 @@ impl Engine {
         let mut jobs = self.inner.lock();
         let candidates: Vec<Candidate> = jobs
             .values()
-            .filter(|s| s.job.state.is_active() && !s.completing)
+            .filter(|s| s.job.state().is_active() && !s.completing)
             .map(|s| Candidate {
                 id: s.job.id.clone(),
                 priority: s.job.priority,
@@ -405,19 +403,16 @@ impl Engine {
                 && let Some(running) = slot.running.take()
             {
                 running.cancel.cancel();
-                if let Some(next) = engine_step(slot.job.state, EngineEvent::Preempted) {
-                    slot.job.state = next;
-                }
+                slot.job.step(EngineEvent::Preempted);
             }
         }
         for id in decision.start {
             let Some(slot) = jobs.get_mut(&id) else {
                 continue;
             };
-            let Some(next) = engine_step(slot.job.state, EngineEvent::Started) else {
+            if !slot.job.step(EngineEvent::Started) {
                 continue;
-            };
-            slot.job.state = next;
+            }
             let cancel = CancellationToken::new();
             let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
             slot.running = Some(Running {
@@ -459,24 +454,21 @@ impl Engine {
             return Err(JobRefusal::Completing);
         }
         let before = slot.job.clone();
-        let next = owner_operation(
-            before.job_type,
-            before.state,
-            operation,
-            !before.files.is_empty(),
-        )?;
+        let had_files = !before.files.is_empty();
+        // Refused before anything changes.
+        owner_operation(before.job_type, before.state(), operation, had_files)?;
         let mut job = before.clone();
         change(&mut job)?;
-        job.state = next;
+        let next = job.operate(operation, had_files)?;
         job.modified = inner.clock.wall();
         job.timers.idle = Duration::ZERO;
-        if next != before.state && !next.is_active() {
+        if next != before.state() && !next.is_active() {
             job.timers.retry_in = None;
             if let Some(running) = slot.running.take() {
                 running.cancel.cancel();
             }
         }
-        if next == JobState::Queued && before.state != JobState::Queued {
+        if next == JobState::Queued && before.state() != JobState::Queued {
             job.error = None;
         }
         let saved = (!next.is_final()).then(|| inner.store.stage_save(&job));
@@ -485,7 +477,7 @@ impl Engine {
         if let Some(saved) = saved {
             durable(saved)?;
         }
-        let kind = if next != before.state {
+        let kind = if next != before.state() {
             EventKind::State
         } else {
             EventKind::Modified
@@ -594,7 +586,7 @@ impl Inner {
         self.events.publish(Event {
             job: job.id.clone(),
             owner: job.owner,
-            state: job.state,
+            state: job.state(),
             progress: job.progress(),
             error: job.error.clone(),
             kind,

@@ -255,9 +255,7 @@ impl Engine {
             && let Some(running) = slot.running.take()
         {
             running.cancel.cancel();
-            if let Some(next) = engine_step(slot.job.state, EngineEvent::Preempted) {
-                slot.job.state = next;
-            }
+            slot.job.step(EngineEvent::Preempted);
         }
         drop(jobs);
         self.schedule();

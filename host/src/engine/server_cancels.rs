@@ -66,7 +66,7 @@ pub const SERVER_CANCEL_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// of [`SERVER_CANCEL_WINDOW`] is left, counted from the cancel (`modified`).
 pub(super) fn server_cancel_remaining(job: &Job, now: std::time::SystemTime) -> Option<Duration> {
     let unfinished = job.files.first().is_some_and(|f| !f.complete);
-    if job.state != JobState::Cancelled
+    if job.state() != JobState::Cancelled
         || job.job_type == JobType::Download
         || job.upload_session.is_none()
         || !unfinished

@@ -36,7 +36,7 @@ impl Engine {
                         ));
                     }
                 }
-                if job.state == JobState::TransientError {
+                if job.state() == JobState::TransientError {
                     let without = job.timers.without_progress.get_or_insert(Duration::ZERO);
                     *without += delta;
                     let retry = job.timers.retry_in.get_or_insert(Duration::ZERO);
@@ -50,17 +50,14 @@ impl Engine {
                                 "no progress within the no-progress timeout",
                             ),
                         ));
-                    } else if *retry == Duration::ZERO
-                        && let Some(next) = engine_step(job.state, EngineEvent::RetryDue)
-                    {
-                        job.state = next;
+                    } else if *retry == Duration::ZERO && job.step(EngineEvent::RetryDue) {
                         job.timers.retry_in = None;
                         changed.push((job.clone(), EventKind::State));
                     }
                 }
-                if job.timers.idle >= inner.config.inactivity_timeout && !job.state.is_final() {
-                    job.state = engine_step(job.state, EngineEvent::Abandoned)
-                        .unwrap_or(JobState::Cancelled);
+                if job.timers.idle >= inner.config.inactivity_timeout && !job.state().is_final() {
+                    // The table has the row for every state that is not final.
+                    job.step(EngineEvent::Abandoned);
                     if let Some(r) = slot.running.take() {
                         r.cancel.cancel();
                     }
@@ -68,9 +65,8 @@ impl Engine {
                     continue;
                 }
                 if let Some((step, error)) = event
-                    && let Some(next) = engine_step(job.state, step)
+                    && job.step(step)
                 {
-                    job.state = next;
                     job.error = Some(JobError { error, file: None });
                     job.error_count += 1;
                     if let Some(r) = slot.running.take() {
@@ -82,7 +78,7 @@ impl Engine {
             // Staged under the lock, like every write: no stale copy can
             // land after an owner's operation.
             for (job, _) in &changed {
-                if job.state != JobState::Cancelled {
+                if job.state() != JobState::Cancelled {
                     saved.push((job.id.clone(), inner.store.stage_save(job)));
                 }
             }
@@ -93,7 +89,7 @@ impl Engine {
             }
         }
         for (job, kind) in changed {
-            if job.state == JobState::Cancelled {
+            if job.state() == JobState::Cancelled {
                 self.forget(&job);
                 delete_temp_files(&job);
             }
@@ -119,11 +115,10 @@ impl Engine {
                     .error
                     .as_ref()
                     .is_some_and(|e| e.error.context == ErrorContext::Plugin);
-                if job.state != JobState::TransientError || !on_plugin {
+                if job.state() != JobState::TransientError || !on_plugin {
                     continue;
                 }
-                if let Some(next) = engine_step(job.state, EngineEvent::RetryDue) {
-                    job.state = next;
+                if job.step(EngineEvent::RetryDue) {
                     job.timers.retry_in = None;
                     saved.push((job.clone(), inner.store.stage_save(job)));
                 }

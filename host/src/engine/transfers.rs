@@ -68,8 +68,7 @@ impl Engine {
             let job = &mut slot.job;
             match &outcome {
                 Ok(()) => {
-                    if let Some(next) = engine_step(job.state, EngineEvent::AllTransferred) {
-                        job.state = next;
+                    if job.step(EngineEvent::AllTransferred) {
                         job.transfer_completed = Some(wall);
                         job.error = None;
                     }
@@ -83,8 +82,8 @@ impl Engine {
                     } else {
                         EngineEvent::TransientFailure
                     };
-                    if let Some(next) = engine_step(job.state, step) {
-                        job.state = next;
+                    if job.step(step) {
+                        let next = job.state();
                         job.error = Some(error.clone());
                         job.error_count += 1;
                         kind = EventKind::Error;

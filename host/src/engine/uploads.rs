@@ -43,9 +43,7 @@ impl Engine {
             }
             job.timers.idle = Duration::ZERO;
             job.timers.without_progress = None;
-            if let Some(next) = engine_step(job.state, EngineEvent::BytesMoving) {
-                job.state = next;
-            }
+            job.step(EngineEvent::BytesMoving);
             notify = moved && slot.coalesced_progress(now, self.inner.config.notification_interval);
             true
         });
