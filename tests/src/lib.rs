@@ -5,7 +5,8 @@
 //! inspects, so transfers are exercised against real sockets instead of mocks;
 //! and [`daemon`]: a real `ferry daemon` in a temporary directory, driven through
 //! the real CLI; [`tls_server`]: the same server over HTTPS (HTTP/1.1 or
-//! HTTP/2) with a certificate authority made by the test.
+//! HTTP/2) with a certificate authority made by the test; [`users`]: throw-away
+//! Unix users and groups for the tests where another user is the attacker.
 
 pub mod bits_server;
 pub mod daemon;
@@ -14,3 +15,4 @@ pub mod proxy;
 pub mod server;
 pub mod tls_server;
 pub mod tus;
+pub mod users;

@@ -8,6 +8,7 @@ use ferry::api::{ROUTES, views::HealthView};
 use ferry::cli::client::Client;
 use ferry_tests::daemon::{Daemon, Run, wait_for_job};
 use ferry_tests::server::{Resource, TestServer, pattern_bytes};
+use ferry_tests::users::TestUser;
 use http::{Method, StatusCode};
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -362,39 +363,12 @@ fn chunked_post(socket: &Path, len: usize) -> String {
     answer
 }
 
-/// A throw-away Unix user, deleted on drop.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
+/// What these tests do as a throw-away user.
+trait AsUser {
+    fn run(&self, daemon: &Daemon, args: &[&str]) -> Run;
 }
 
-impl TestUser {
-    /// A user in their own group and, as supplementary groups, `groups`.
-    fn create(tag: &str, groups: &[&str]) -> Option<TestUser> {
-        let name = format!("ferry-{tag}-{}", std::process::id());
-        let mut useradd = std::process::Command::new("useradd");
-        useradd.args([
-            "--no-create-home",
-            "--user-group",
-            "--shell",
-            "/usr/sbin/nologin",
-        ]);
-        if !groups.is_empty() {
-            useradd.args(["--groups", &groups.join(",")]);
-        }
-        let status = useradd.arg(&name).status().ok()?;
-        if !status.success() {
-            return None;
-        }
-        let user = nix::unistd::User::from_name(&name).ok()??;
-        Some(TestUser {
-            name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        })
-    }
-
+impl AsUser for TestUser {
     /// `ferry ARGS` run as this user with their groups (as in a login
     /// session: the daemon takes the caller's groups from the process),
     /// never starting a daemon. The binary is the copy in the daemon's
@@ -422,14 +396,6 @@ impl TestUser {
             });
         }
         Run::from(command.output().unwrap())
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("userdel")
-            .arg(&self.name)
-            .status();
     }
 }
 

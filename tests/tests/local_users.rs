@@ -8,6 +8,7 @@
 
 use ferry_tests::daemon::{Daemon, Run, wait_for_job};
 use ferry_tests::server::{Resource, TestServer, pattern_bytes};
+use ferry_tests::users::{TestGroup, TestUser};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,63 +21,14 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// A throw-away Unix group, deleted on drop.
-struct TestGroup {
-    name: String,
+/// What these tests do as a throw-away user.
+trait AsUser {
+    fn run(&self, daemon: &SharedDaemon, args: &[&str]) -> Run;
+    fn run_with_umask(&self, daemon: &SharedDaemon, umask: u32, args: &[&str]) -> Run;
+    fn own_dir(&self, parent: &Path, name: &str) -> PathBuf;
 }
 
-impl TestGroup {
-    fn create(tag: &str) -> Option<TestGroup> {
-        let name = format!("ferry-g{tag}-{}", std::process::id());
-        let status = std::process::Command::new("groupadd")
-            .arg(&name)
-            .status()
-            .ok()?;
-        status.success().then_some(TestGroup { name })
-    }
-}
-
-impl Drop for TestGroup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("groupdel")
-            .arg(&self.name)
-            .status();
-    }
-}
-
-/// A throw-away Unix user, deleted on drop.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl TestUser {
-    /// A user in their own group and, as supplementary groups, `groups`.
-    fn create(tag: &str, groups: &[&str]) -> Option<TestUser> {
-        let name = format!("ferry-l{tag}-{}", std::process::id());
-        let mut useradd = std::process::Command::new("useradd");
-        useradd.args([
-            "--no-create-home",
-            "--user-group",
-            "--shell",
-            "/usr/sbin/nologin",
-        ]);
-        if !groups.is_empty() {
-            useradd.args(["--groups", &groups.join(",")]);
-        }
-        let status = useradd.arg(&name).status().ok()?;
-        if !status.success() {
-            return None;
-        }
-        let user = nix::unistd::User::from_name(&name).ok()??;
-        Some(TestUser {
-            name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        })
-    }
-
+impl AsUser for TestUser {
     /// `ferry ARGS --json` run as this user (with their supplementary
     /// groups), never starting a daemon, from the copy of the binary every
     /// user can run.
@@ -118,14 +70,6 @@ impl TestUser {
         std::os::unix::fs::chown(&dir, Some(self.uid), Some(self.gid)).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         dir
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("userdel")
-            .arg(&self.name)
-            .status();
     }
 }
 

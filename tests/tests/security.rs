@@ -5,6 +5,7 @@
 //! standard error when they skip.
 
 use ferry_tests::daemon::{Daemon, terminate_pid};
+use ferry_tests::users::TestUser;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -16,37 +17,12 @@ fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry-cli"))
 }
 
-/// A throw-away Unix user, deleted on drop.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
+/// What these tests do as a throw-away user.
+trait AsUser {
+    fn on_thread<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T;
 }
 
-impl TestUser {
-    fn create(tag: &str) -> Option<TestUser> {
-        let name = format!("ferry-s{tag}-{}", std::process::id());
-        let status = std::process::Command::new("useradd")
-            .args([
-                "--no-create-home",
-                "--user-group",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(&name)
-            .status()
-            .ok()?;
-        if !status.success() {
-            return None;
-        }
-        let user = nix::unistd::User::from_name(&name).ok()??;
-        Some(TestUser {
-            name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        })
-    }
-
+impl AsUser for TestUser {
     /// Runs `f` on a thread of its own that has this user's uid and gid (a
     /// Linux thread's credentials are its own when changed by the raw
     /// system calls), so what it connects to sees this user as the peer.
@@ -68,14 +44,6 @@ impl TestUser {
         })
         .join()
         .expect("the user's thread ran")
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("userdel")
-            .arg(&self.name)
-            .status();
     }
 }
 
@@ -139,7 +107,8 @@ fn one_users_idle_connections_do_not_lock_out_another_user() {
         eprintln!("skipped: creating throw-away users needs root");
         return;
     }
-    let (Some(mallory), Some(bob)) = (TestUser::create("m"), TestUser::create("b")) else {
+    let (Some(mallory), Some(bob)) = (TestUser::create("sm", &[]), TestUser::create("sb", &[]))
+    else {
         eprintln!("skipped: useradd is not available");
         return;
     };
@@ -340,7 +309,7 @@ fn a_job_stream_stops_reaching_its_former_owner_after_take_ownership() {
         eprintln!("skipped: creating throw-away users needs root");
         return;
     }
-    let Some(mallory) = TestUser::create("e") else {
+    let Some(mallory) = TestUser::create("se", &[]) else {
         eprintln!("skipped: useradd is not available");
         return;
     };
@@ -575,7 +544,11 @@ fn api_fuzz() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_f00d);
     let root = nix::unistd::geteuid().is_root();
-    let fuzzer = if root { TestUser::create("f") } else { None };
+    let fuzzer = if root {
+        TestUser::create("sf", &[])
+    } else {
+        None
+    };
     if fuzzer.is_none() {
         eprintln!("note: not root; the fuzzing requests come from the test's own user");
     }
