@@ -37,6 +37,40 @@ impl TestUser {
     }
 }
 
+impl TestUser {
+    /// Runs `f` on a thread of its own with this user's uid and gid, so
+    /// what it connects to sees this user as the peer.
+    pub fn on_thread<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        on_thread_as(self.uid, self.gid, f)
+    }
+}
+
+/// Runs `f` on a thread of its own whose uid and gid are `uid` and `gid` (a
+/// Linux thread's credentials are its own when changed by the raw system
+/// calls; only root can change them).
+pub fn on_thread_as<T: Send + 'static>(
+    uid: u32,
+    gid: u32,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: plain system calls changing this thread's credentials.
+        unsafe {
+            assert_eq!(
+                nix::libc::syscall(nix::libc::SYS_setresgid, gid, gid, gid),
+                0
+            );
+            assert_eq!(
+                nix::libc::syscall(nix::libc::SYS_setresuid, uid, uid, uid),
+                0
+            );
+        }
+        f()
+    })
+    .join()
+    .expect("the thread ran")
+}
+
 impl Drop for TestUser {
     fn drop(&mut self) {
         let _ = std::process::Command::new("userdel")

@@ -648,28 +648,6 @@ fn the_network_timeouts_of_the_configuration_file_give_up_on_a_server_that_holds
     }
 }
 
-/// Runs `f` on a thread whose uid and gid are `uid` (a Linux thread's
-/// credentials are its own when changed by the raw system calls), so the
-/// daemon sees `uid` at the other end of the sockets it opens.
-fn as_uid<T: Send + 'static>(uid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        // SAFETY: plain system calls changing this thread's credentials.
-        unsafe {
-            assert_eq!(
-                nix::libc::syscall(nix::libc::SYS_setresgid, uid, uid, uid),
-                0
-            );
-            assert_eq!(
-                nix::libc::syscall(nix::libc::SYS_setresuid, uid, uid, uid),
-                0
-            );
-        }
-        f()
-    })
-    .join()
-    .expect("the thread ran")
-}
-
 /// Opens `n` connections to `socket` and sends a request on each: the
 /// connections the daemon kept (they answered), still open.
 fn answered_connections(socket: &Path, n: usize) -> Vec<UnixStream> {
@@ -702,7 +680,7 @@ fn the_connection_caps_of_the_configuration_file_hold_users_back() {
     let root = nix::unistd::geteuid().is_root();
     let socket = daemon.socket.clone();
     let first = if root {
-        as_uid(65534, move || answered_connections(&socket, 10))
+        ferry_tests::users::on_thread_as(65534, 65534, move || answered_connections(&socket, 10))
     } else {
         answered_connections(&socket, 10)
     };
@@ -713,7 +691,8 @@ fn the_connection_caps_of_the_configuration_file_hold_users_back() {
         return;
     }
     let socket = daemon.socket.clone();
-    let second = as_uid(65533, move || answered_connections(&socket, 10));
+    let second =
+        ferry_tests::users::on_thread_as(65533, 65533, move || answered_connections(&socket, 10));
     assert_eq!(second.len(), 2, "{}", daemon.log());
     assert!(daemon.log().contains("(max-connections)"));
     assert_eq!(answered_connections(&daemon.socket, 10).len(), 10);

@@ -17,36 +17,6 @@ fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry-cli"))
 }
 
-/// What these tests do as a throw-away user.
-trait AsUser {
-    fn on_thread<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T;
-}
-
-impl AsUser for TestUser {
-    /// Runs `f` on a thread of its own that has this user's uid and gid (a
-    /// Linux thread's credentials are its own when changed by the raw
-    /// system calls), so what it connects to sees this user as the peer.
-    fn on_thread<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (uid, gid) = (self.uid, self.gid);
-        std::thread::spawn(move || {
-            // SAFETY: plain system calls changing this thread's credentials.
-            unsafe {
-                assert_eq!(
-                    nix::libc::syscall(nix::libc::SYS_setresgid, gid, gid, gid),
-                    0
-                );
-                assert_eq!(
-                    nix::libc::syscall(nix::libc::SYS_setresuid, uid, uid, uid),
-                    0
-                );
-            }
-            f()
-        })
-        .join()
-        .expect("the user's thread ran")
-    }
-}
-
 /// A daemon every user can reach, started with at most `nofile` open files
 /// (as `LimitNOFILE=` in the service would), with `extra` in its config.
 fn start_daemon(extra: &str, nofile: u64) -> (Daemon, Child) {
