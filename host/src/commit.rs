@@ -8,7 +8,7 @@
 //! next one. A caller is answered only after a flush that covers its change,
 //! so nothing is acknowledged before it is durable.
 
-use crate::job::Job;
+use crate::job::{Checkpoint, Job};
 use crate::store::{JobStore, StoreError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 /// A change to the store.
 enum Change {
     Write(Box<Job>),
+    Checkpoint(String, Checkpoint),
     Erase(String),
 }
 
@@ -120,6 +121,11 @@ impl Committer {
         self.stage(Change::Write(Box::new(job.clone())))
     }
 
+    /// Stages a checkpoint of job `id` (a few bytes, not the job's record).
+    pub fn stage_checkpoint(&self, id: &str, checkpoint: Checkpoint) -> Ticket {
+        self.stage(Change::Checkpoint(id.to_string(), checkpoint))
+    }
+
     /// Stages forgetting job `id`.
     pub fn stage_remove(&self, id: &str) -> Ticket {
         self.stage(Change::Erase(id.to_string()))
@@ -166,6 +172,7 @@ fn write_groups(shared: &Shared, store: Box<dyn JobStore>) {
         let up_to = group.last().map_or(0, |(sequence, _)| *sequence);
         let written = group.into_iter().try_for_each(|(_, change)| match change {
             Change::Write(job) => store.write(&job),
+            Change::Checkpoint(id, checkpoint) => store.write_checkpoint(&id, &checkpoint),
             Change::Erase(id) => store.erase(&id),
         });
         let result = written.and_then(|()| store.flush());
@@ -207,6 +214,11 @@ mod tests {
     impl JobStore for Recording {
         fn write(&self, job: &Job) -> Result<(), StoreError> {
             self.0.writes.lock().unwrap().push(job.name.clone());
+            Ok(())
+        }
+        fn write_checkpoint(&self, id: &str, c: &Checkpoint) -> Result<(), StoreError> {
+            let bytes = c.bytes_transferred;
+            self.0.writes.lock().unwrap().push(format!("{id}@{bytes}"));
             Ok(())
         }
         fn erase(&self, id: &str) -> Result<(), StoreError> {

@@ -197,6 +197,44 @@ pub struct JobTimers {
     pub retry_in: Option<Duration>,
 }
 
+/// What a transfer checkpoint changes once its transfer is under way: one
+/// file's bytes, and the job's timers with them. Stored apart from the job's
+/// record (a few bytes, not the whole document); the next write of the whole
+/// job supersedes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The file's index in the job.
+    pub file: usize,
+    pub bytes_transferred: u64,
+    /// When the bytes were recorded: the job was last active then.
+    pub at: SystemTime,
+    /// The job's active transfer time then.
+    pub active: Duration,
+}
+
+impl Job {
+    /// File `file`'s checkpoint as the job stands now, at wall time `at`.
+    pub fn checkpoint(&self, file: usize, at: SystemTime) -> Checkpoint {
+        Checkpoint {
+            file,
+            bytes_transferred: self.files[file].bytes_transferred,
+            at,
+            active: self.timers.active,
+        }
+    }
+
+    /// Applies a stored checkpoint newer than the record it was read with.
+    pub fn apply_checkpoint(&mut self, checkpoint: &Checkpoint) {
+        let Some(file) = self.files.get_mut(checkpoint.file) else {
+            return;
+        };
+        file.bytes_transferred = checkpoint.bytes_transferred;
+        self.timers.idle = Duration::ZERO;
+        self.timers.active = self.timers.active.max(checkpoint.active);
+        self.timers_at = checkpoint.at;
+    }
+}
+
 /// What an upload-reply job got back, kept until `complete`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyRecord {

@@ -7,7 +7,7 @@
 //! writes and flushes are counted apart: group commit makes one flush serve
 //! many writes.
 
-use crate::job::{Job, JobState, JobType};
+use crate::job::{Checkpoint, Job, JobState, JobType};
 use crate::store::{JobStore, StoreError};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -241,6 +241,11 @@ impl JobStore for MeasuredStore {
     fn write(&self, job: &Job) -> Result<(), StoreError> {
         self.metrics.store_writes.fetch_add(1, Ordering::Relaxed);
         self.inner.write(job)
+    }
+
+    fn write_checkpoint(&self, id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.metrics.store_writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.write_checkpoint(id, checkpoint)
     }
 
     fn erase(&self, id: &str) -> Result<(), StoreError> {

@@ -4,11 +4,14 @@
 //! what was written durable, and list every job at start. Writes and the
 //! flush are apart so that the engine's group commit (`commit`) can write
 //! many changes and flush once; a change is never acknowledged before a
-//! flush covers it. The embedded default is sled; a PostgreSQL store for
-//! fleets sharing one queue would implement the same trait (a write an
-//! upsert of the job's row in an open transaction, a flush its commit).
+//! flush covers it. A transfer's checkpoints are written apart from the job's
+//! record (a few bytes each). The embedded default is sled; a PostgreSQL
+//! store for fleets sharing one queue would implement the same trait (a
+//! write an upsert of the job's row that also deletes its checkpoint rows, a
+//! checkpoint an upsert into a table of its own keyed by job and file, both
+//! in an open transaction; a flush its commit; `load_all` a join).
 
-use crate::job::Job;
+use crate::job::{Checkpoint, Job};
 use std::path::Path;
 
 /// Why the store failed.
@@ -32,7 +35,11 @@ pub enum StoreError {
 pub trait JobStore: Send + Sync {
     /// Writes `job`, whole and atomically; durable after the next `flush`.
     fn write(&self, job: &Job) -> Result<(), StoreError>;
-    /// Forgets job `id`; durable after the next `flush`.
+    /// Writes a checkpoint of job `id`, apart from its record and much
+    /// smaller; durable after the next `flush`. `load_all` applies it to the
+    /// record, and the next `write` of the job supersedes it.
+    fn write_checkpoint(&self, id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+    /// Forgets job `id` (and its checkpoints); durable after the next `flush`.
     fn erase(&self, id: &str) -> Result<(), StoreError>;
     /// Makes every write and erase before it durable.
     fn flush(&self) -> Result<(), StoreError>;
@@ -142,6 +149,64 @@ fn chunk_prefix(id: &str) -> Vec<u8> {
     key
 }
 
+/// The key of the checkpoint of file `index` of job `id`: the id, a one
+/// byte, and the index big-endian, so it sorts after the job's chunks.
+fn checkpoint_key(id: &str, index: usize) -> Vec<u8> {
+    let mut key = checkpoint_prefix(id);
+    key.extend_from_slice(&(index as u32).to_be_bytes());
+    key
+}
+
+fn checkpoint_prefix(id: &str) -> Vec<u8> {
+    let mut key = id.as_bytes().to_vec();
+    key.push(1);
+    key
+}
+
+/// A checkpoint as stored: bytes, then the time (seconds and nanoseconds
+/// since the epoch), then the active time in milliseconds, big-endian.
+fn encode_checkpoint(c: &Checkpoint) -> [u8; 28] {
+    let since =
+        c.at.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+    let mut out = [0u8; 28];
+    out[..8].copy_from_slice(&c.bytes_transferred.to_be_bytes());
+    out[8..16].copy_from_slice(&since.as_secs().to_be_bytes());
+    out[16..20].copy_from_slice(&since.subsec_nanos().to_be_bytes());
+    let active = u64::try_from(c.active.as_millis()).unwrap_or(u64::MAX);
+    out[20..].copy_from_slice(&active.to_be_bytes());
+    out
+}
+
+fn decode_checkpoint(index: u32, value: &[u8]) -> Option<Checkpoint> {
+    let value: &[u8; 28] = value.try_into().ok()?;
+    let u64_at = |at: usize| u64::from_be_bytes(value[at..at + 8].try_into().expect("8 bytes"));
+    let nanos = u32::from_be_bytes(value[16..20].try_into().expect("4 bytes"));
+    Some(Checkpoint {
+        file: index as usize,
+        bytes_transferred: u64_at(0),
+        at: std::time::UNIX_EPOCH + std::time::Duration::new(u64_at(8), nanos),
+        active: std::time::Duration::from_millis(u64_at(20)),
+    })
+}
+
+/// What a stored key is: a chunk of a job's record, or a checkpoint.
+enum Key<'a> {
+    Chunk(&'a [u8]),
+    Checkpoint(&'a [u8], u32),
+}
+
+fn kind_of(key: &[u8]) -> Key<'_> {
+    match key.iter().position(|&b| b <= 1) {
+        Some(at) if key[at] == 1 && key.len() == at + 5 => {
+            let index: [u8; 4] = key[at + 1..].try_into().expect("4 bytes");
+            Key::Checkpoint(&key[..at], u32::from_be_bytes(index))
+        }
+        Some(at) => Key::Chunk(&key[..at]),
+        None => Key::Chunk(key),
+    }
+}
+
 /// Splits a stored key into its job id and chunk index.
 fn split_key(key: &[u8]) -> Option<(&[u8], u32)> {
     let at = key.iter().position(|&b| b == 0)?;
@@ -167,6 +232,16 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Adds to `batch` the removal of every checkpoint of `id`.
+    fn remove_checkpoints(&self, batch: &mut sled::Batch, id: &str) -> Result<(), StoreError> {
+        for key in self.jobs().scan_prefix(checkpoint_prefix(id)).keys() {
+            batch.remove(key?);
+        }
+        Ok(())
+    }
+}
+
 impl JobStore for SledStore {
     fn write(&self, job: &Job) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(job).expect("a job always serialises");
@@ -177,13 +252,23 @@ impl JobStore for SledStore {
             count = index + 1;
         }
         self.remove_chunks_from(&mut batch, &job.id, count)?;
+        self.remove_checkpoints(&mut batch, &job.id)?;
         self.jobs().apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn write_checkpoint(&self, id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.jobs().insert(
+            checkpoint_key(id, checkpoint.file),
+            &encode_checkpoint(checkpoint)[..],
+        )?;
         Ok(())
     }
 
     fn erase(&self, id: &str) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         self.remove_chunks_from(&mut batch, id, 0)?;
+        self.remove_checkpoints(&mut batch, id)?;
         self.jobs().apply_batch(batch)?;
         Ok(())
     }
@@ -199,9 +284,18 @@ impl JobStore for SledStore {
         // Chunks of one job are adjacent in key order; a record is complete
         // when the next key belongs to another job.
         let mut current: Option<(Vec<u8>, Vec<u8>)> = None;
+        let mut checkpoints = std::collections::HashMap::<Vec<u8>, Vec<Checkpoint>>::new();
         for entry in self.jobs().iter() {
             let (key, value) = entry?;
-            let id = split_key(&key).map_or(&key[..], |(id, _)| id);
+            let id = match kind_of(&key) {
+                Key::Chunk(id) => id,
+                Key::Checkpoint(id, index) => {
+                    if let Some(c) = decode_checkpoint(index, &value) {
+                        checkpoints.entry(id.to_vec()).or_default().push(c);
+                    }
+                    continue;
+                }
+            };
             match &mut current {
                 Some((open, bytes)) if open.as_slice() == id => bytes.extend_from_slice(&value),
                 _ => {
@@ -217,6 +311,13 @@ impl JobStore for SledStore {
         }
         batch.extend(current);
         decode(&mut batch, &mut jobs, &mut unreadable);
+        if !checkpoints.is_empty() {
+            for job in &mut jobs {
+                for c in checkpoints.get(job.id.as_bytes()).into_iter().flatten() {
+                    job.apply_checkpoint(c);
+                }
+            }
+        }
         Ok((jobs, unreadable))
     }
 }
@@ -328,6 +429,72 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         SledStore::open(dir).expect("the store opens again")
+    }
+
+    /// A checkpoint is applied to its job's record on load, superseded by
+    /// the next write of the whole job, and forgotten with the job.
+    #[test]
+    fn checkpoints_apply_until_the_next_whole_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let mut job = Job::new(
+            "c".into(),
+            JobType::Download,
+            1000,
+            "n".into(),
+            Priority::Normal,
+            created,
+        );
+        job.files.push(crate::job::JobFile {
+            remote: "http://h/f".into(),
+            local: "/tmp/f".into(),
+            ranges: Vec::new(),
+            bytes_total: Some(100),
+            bytes_transferred: 10,
+            complete: false,
+            finalized: false,
+            moving: false,
+            validator: None,
+            source_modified: None,
+            sha256: None,
+            temp_tag: None,
+        });
+        job.timers.idle = std::time::Duration::from_secs(50);
+        let at = created + std::time::Duration::from_secs(60);
+        let checkpoint = Checkpoint {
+            file: 0,
+            bytes_transferred: 70,
+            at,
+            active: std::time::Duration::from_millis(4_500),
+        };
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.save(&job).unwrap();
+            store.write_checkpoint("c", &checkpoint).unwrap();
+            store.flush().unwrap();
+        }
+        let store = reopen(dir.path());
+        let (jobs, _) = store.load_all().unwrap();
+        let loaded = &jobs[0];
+        assert_eq!(loaded.files[0].bytes_transferred, 70);
+        assert_eq!(loaded.timers.idle, std::time::Duration::ZERO);
+        assert_eq!(
+            loaded.timers.active,
+            std::time::Duration::from_millis(4_500)
+        );
+        assert_eq!(loaded.timers_at, at);
+        // A restart from zero is written whole: the checkpoint must not
+        // bring the old bytes back.
+        job.files[0].bytes_transferred = 0;
+        store.save(&job).unwrap();
+        drop(store);
+        let store = reopen(dir.path());
+        let (jobs, _) = store.load_all().unwrap();
+        assert_eq!(jobs[0].files[0].bytes_transferred, 0);
+        store.write_checkpoint("c", &checkpoint).unwrap();
+        store.remove("c").unwrap();
+        assert!(store.load_all().unwrap().0.is_empty());
+        assert_eq!(store.jobs().iter().count(), 0, "nothing of the job is left");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! wants it, the hostile test plugin, and files to download into.
 
 use ferry::TransferError;
-use ferry::job::Job;
+use ferry::job::{Checkpoint, Job};
 use ferry::plugin::{
     Destination, DownloadProgress, DownloadRequest, JobContext, PluginRuntime, RuntimeConfig,
 };
@@ -237,6 +237,10 @@ pub struct StoreInDir {
 impl JobStore for StoreInDir {
     fn write(&self, job: &Job) -> Result<(), StoreError> {
         self.store.write(job)
+    }
+
+    fn write_checkpoint(&self, id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.store.write_checkpoint(id, checkpoint)
     }
 
     fn erase(&self, id: &str) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@ use ferry::clock::{Clock, ManualClock, SystemClock};
 use ferry::engine::{Caller, Engine, EngineConfig, Setting};
 use ferry::error::{ErrorClass, ErrorContext};
 use ferry::events::EventKind;
-use ferry::job::{Job, JobState, JobType, Priority};
+use ferry::job::{Checkpoint, Job, JobState, JobType, Priority};
 use ferry::plugin::{PluginRuntime, RuntimeConfig};
 use ferry::store::{JobStore, StoreError};
 use ferry_tests::fixtures::{StateDir, StoreInDir, reply_upper_plugin, upload_plugin};
@@ -24,16 +24,24 @@ const ALICE: Caller = Caller {
 };
 const MIB: u64 = 1 << 20;
 
-/// The sled store, counting how often the engine saves a job.
+/// The sled store, counting how often the engine saves a job (whole, or a
+/// checkpoint of it).
 struct CountingStore {
     store: StoreInDir,
     saves: Arc<AtomicUsize>,
+    checkpoints: Arc<AtomicUsize>,
 }
 
 impl JobStore for CountingStore {
     fn write(&self, job: &Job) -> Result<(), StoreError> {
         self.saves.fetch_add(1, Ordering::Relaxed);
         self.store.write(job)
+    }
+
+    fn write_checkpoint(&self, id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.saves.fetch_add(1, Ordering::Relaxed);
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.store.write_checkpoint(id, checkpoint)
     }
 
     fn erase(&self, id: &str) -> Result<(), StoreError> {
@@ -59,6 +67,7 @@ struct Harness {
     files: tempfile::TempDir,
     config: EngineConfig,
     saves: Arc<AtomicUsize>,
+    checkpoints: Arc<AtomicUsize>,
 }
 
 impl Harness {
@@ -85,6 +94,7 @@ impl Harness {
             files: ferry_tests::fixtures::shared_dir(),
             config,
             saves: Arc::default(),
+            checkpoints: Arc::default(),
         };
         let store = h.state.open_store().unwrap();
         h.engine = Some(h.open(store));
@@ -95,6 +105,7 @@ impl Harness {
         let store = CountingStore {
             store,
             saves: self.saves.clone(),
+            checkpoints: self.checkpoints.clone(),
         };
         Engine::open(
             self.config.clone(),
@@ -834,5 +845,14 @@ async fn progress_events_are_coalesced_to_the_notification_interval() {
     assert!(
         progress * 4 <= saves,
         "{progress} progress events for {saves} checkpoints"
+    );
+    // Once bytes move, a checkpoint writes the file's bytes alone, not the
+    // job's record: the whole job is written only at the start, at the
+    // first bytes and at the end.
+    let checkpoints = h.checkpoints.load(Ordering::Relaxed);
+    assert!(
+        checkpoints >= 10 && saves - checkpoints <= 6,
+        "{checkpoints} checkpoints and {} whole writes",
+        saves - checkpoints
     );
 }

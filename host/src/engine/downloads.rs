@@ -279,8 +279,13 @@ impl Engine {
         let now = self.inner.clock.monotonic();
         let metrics = &self.inner.metrics;
         let mut notify = false;
-        let updated = self.save_if_running(id, generation, |slot| {
+        let updated = self.write_if_running(id, generation, |slot| {
             let job = &mut slot.job;
+            let before = (
+                job.files[index].clone(),
+                job.state(),
+                job.timers.without_progress,
+            );
             let file = &mut job.files[index];
             let moved = written != file.bytes_transferred || restarted;
             metrics.add_bytes(
@@ -302,7 +307,20 @@ impl Engine {
                 job.step(EngineEvent::BytesMoving);
                 notify = slot.coalesced_progress(now, self.inner.config.notification_interval);
             }
-            moved
+            let job = &slot.job;
+            let file = &job.files[index];
+            // Bytes alone once the transfer is under way: a checkpoint of a
+            // few bytes, not the whole record.
+            let bytes_alone = !restarted
+                && file.validator == before.0.validator
+                && file.bytes_total == before.0.bytes_total
+                && job.state() == before.1
+                && before.2.is_none();
+            match (moved, bytes_alone) {
+                (false, _) => Saving::Nothing,
+                (true, true) => Saving::Checkpoint(index),
+                (true, false) => Saving::Whole,
+            }
         });
         if let Some(job) = updated.map_err(|e| store_error(&e))?
             && notify

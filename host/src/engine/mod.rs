@@ -519,6 +519,22 @@ impl Engine {
         generation: u64,
         change: impl FnOnce(&mut Slot) -> bool,
     ) -> Result<Option<Job>, StoreError> {
+        self.write_if_running(id, generation, |slot| {
+            if change(slot) {
+                Saving::Whole
+            } else {
+                Saving::Nothing
+            }
+        })
+    }
+    /// The same, writing what `change` says it changed: the whole job, or a
+    /// file's checkpoint alone.
+    fn write_if_running(
+        &self,
+        id: &str,
+        generation: u64,
+        change: impl FnOnce(&mut Slot) -> Saving,
+    ) -> Result<Option<Job>, StoreError> {
         let mut jobs = self.inner.lock();
         let Some(slot) = jobs.get_mut(id) else {
             return Ok(None);
@@ -530,7 +546,14 @@ impl Engine {
         {
             return Ok(None);
         }
-        let saved = change(slot).then(|| self.inner.store.stage_save(&slot.job));
+        let saved = match change(slot) {
+            Saving::Nothing => None,
+            Saving::Whole => Some(self.inner.store.stage_save(&slot.job)),
+            Saving::Checkpoint(file) => {
+                let checkpoint = slot.job.checkpoint(file, self.inner.clock.wall());
+                Some(self.inner.store.stage_checkpoint(id, checkpoint))
+            }
+        };
         let job = slot.job.clone();
         drop(jobs);
         if let Some(saved) = saved {
@@ -646,6 +669,13 @@ fn temp_tag(id: &str) -> String {
         .filter(|c| c.is_ascii_hexdigit())
         .take(12)
         .collect()
+}
+/// What a change to a running job needs written.
+enum Saving {
+    Nothing,
+    /// Only file `.0`'s bytes (and the timers that go with them) moved.
+    Checkpoint(usize),
+    Whole,
 }
 /// Waits for a staged change, as an operation's refusal when it failed.
 fn durable(ticket: Ticket) -> Refusal<()> {

@@ -25,27 +25,34 @@ impl Engine {
         let metrics = &self.inner.metrics;
         let mut notify = false;
         let mut running = false;
-        let updated = self.save_if_running(id, generation, |slot| {
+        let updated = self.write_if_running(id, generation, |slot| {
             running = true;
             let job = &mut slot.job;
+            let before = (job.state(), job.timers.without_progress);
             let moved = job.files[0].bytes_transferred != acknowledged;
             metrics.add_bytes(
                 job.job_type,
                 acknowledged.saturating_sub(job.files[0].bytes_transferred),
             );
-            let changed = moved || (session.is_some() && job.upload_session != session);
+            let new_session = session.is_some() && job.upload_session != session;
             job.files[0].bytes_transferred = acknowledged;
             if session.is_some() {
                 job.upload_session = session.clone();
             }
-            if !changed {
-                return false;
+            if !moved && !new_session {
+                return Saving::Nothing;
             }
             job.timers.idle = Duration::ZERO;
             job.timers.without_progress = None;
             job.step(EngineEvent::BytesMoving);
+            let same_state = job.state() == before.0;
             notify = moved && slot.coalesced_progress(now, self.inner.config.notification_interval);
-            true
+            // Bytes alone once the upload is under way: a checkpoint.
+            if !new_session && same_state && before.1.is_none() {
+                Saving::Checkpoint(0)
+            } else {
+                Saving::Whole
+            }
         });
         let updated = updated.map_err(|e| store_error(&e))?;
         if !running && let Some(session) = session {

@@ -116,7 +116,7 @@ pub enum RuntimeError {
     NoPluginsDir,
     /// A call made while loading (a 0.1 transport's capabilities) trapped or
     /// ran past its limits: the plugin's fault, not its manifest's.
-    #[error("plugin {plugin}: its load-time call failed: {message}")]
+    #[error("plugin {plugin}: asking for its capabilities at load failed ({code}): {message}")]
     LoadCall {
         plugin: String,
         code: &'static str,
