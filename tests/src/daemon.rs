@@ -123,6 +123,22 @@ impl Daemon {
         command
     }
 
+    /// A copy of `binary` in this daemon's directory that every user can
+    /// run (the build's own directory may not be open to other users), the
+    /// directory opened to them too so they reach the socket.
+    pub fn shared_binary(&self, binary: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let shared = self.dir.path().join("ferry-shared");
+        if !shared.exists() {
+            std::fs::copy(binary, &shared).expect("copy the ferry binary");
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755))
+                .expect("open the copy to every user");
+        }
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("open the daemon's directory to every user");
+        shared
+    }
+
     /// Runs `ferry ARGS` and waits for it.
     pub fn run(&self, binary: &Path, args: &[&str]) -> Run {
         Run::from(

@@ -76,18 +76,18 @@ fn the_job_quota_of_the_configuration_file_answers_429() {
 /// `nobody` (65534), through the same socket.
 #[test]
 fn the_per_user_job_quota_of_the_configuration_file_refuses_the_next_job() {
-    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let mut daemon = Daemon::new("\n[limits]\nmax-jobs-per-user = 2\n");
     daemon.start(ferry());
     let root = nix::unistd::geteuid().is_root();
-    if root {
-        // The socket is in the test's directory: let the other user reach it.
-        std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
-    }
+    // The other user runs a copy they can reach, against a socket they can.
+    let binary = if root {
+        daemon.shared_binary(ferry())
+    } else {
+        ferry().to_path_buf()
+    };
     let create = || {
-        let mut command = daemon.command(ferry());
+        let mut command = daemon.command(&binary);
         command.args(["--no-start", "create", "--json"]);
         if root {
             command.uid(65534).gid(65534);
