@@ -143,6 +143,19 @@ impl Destination {
     }
 }
 
+/// Runs a blocking file operation so that it does not hold up an async
+/// worker: on a multi-threaded runtime the worker hands its other tasks to
+/// another thread while the write blocks (a slow or full disk then stalls
+/// this transfer alone, not the API or other transfers). Elsewhere (a
+/// single-threaded runtime, no runtime) it simply runs.
+fn off_the_async_workers<T>(operation: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(operation),
+        _ => operation(),
+    }
+}
+
 /// An output stream writing at a position of a file.
 pub struct FileSink {
     file: Arc<File>,
@@ -159,7 +172,7 @@ impl OutputStream for FileSink {
                 "the transfer was stopped"
             )));
         }
-        if let Err(e) = self.file.write_all_at(&bytes, self.position) {
+        if let Err(e) = off_the_async_workers(|| self.file.write_all_at(&bytes, self.position)) {
             let error =
                 TransferError::local_file("write-failed", &e, "cannot write the temporary file");
             *self
