@@ -282,7 +282,8 @@ impl Engine {
         let updated = self.write_if_running(id, generation, |slot| {
             let job = &mut slot.job;
             let before = (
-                job.files[index].clone(),
+                job.files[index].validator.clone(),
+                job.files[index].bytes_total,
                 job.state(),
                 job.timers.without_progress,
             );
@@ -312,10 +313,10 @@ impl Engine {
             // Bytes alone once the transfer is under way: a checkpoint of a
             // few bytes, not the whole record.
             let bytes_alone = !restarted
-                && file.validator == before.0.validator
-                && file.bytes_total == before.0.bytes_total
-                && job.state() == before.1
-                && before.2.is_none();
+                && file.validator == before.0
+                && file.bytes_total == before.1
+                && job.state() == before.2
+                && before.3.is_none();
             match (moved, bytes_alone) {
                 (false, _) => Saving::Nothing,
                 (true, true) => Saving::Checkpoint(index),
