@@ -116,6 +116,11 @@ pub struct JobFile {
     /// as transferred.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// For whole-file downloads: the SHA-256 (hex) the server declared for
+    /// the resource (`Repr-Digest`), verified like `sha256` when the last
+    /// byte is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_sha256: Option<String>,
     /// For downloads: the random part of the temporary file's name, so no
     /// other user can guess it before it exists (records written before it
     /// was kept have none: their name comes from the job's id).

@@ -457,6 +457,7 @@ mod tests {
             validator: None,
             source_modified: None,
             sha256: None,
+            served_sha256: None,
             temp_tag: None,
         });
         job.timers.idle = std::time::Duration::from_secs(50);

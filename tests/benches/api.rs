@@ -130,6 +130,7 @@ fn main() {
         // connection: what group commit is for.
         let clients = 8;
         let n = 2000 * scale;
+        let before = store_counters(&mut client).await;
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..clients {
@@ -146,7 +147,18 @@ fn main() {
         for task in tasks {
             task.await.unwrap();
         }
+        let phase = started.elapsed().as_secs_f64();
         report("lifecycle (no transfer) x8", n, started);
+        let after = store_counters(&mut client).await;
+        let (writes, flushes, flush_secs) =
+            (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+        println!(
+            "  store during x8: {writes} writes in {flushes} flushes ({:.1} a flush), \
+             {:.3} ms a flush, flushing {:.0}% of the time",
+            writes / flushes.max(1.0),
+            flush_secs * 1e3 / flushes.max(1.0),
+            100.0 * flush_secs / phase
+        );
 
         let n = 100 * scale;
         let started = Instant::now();
@@ -265,6 +277,30 @@ fn main() {
         "daemon restart on {queued} jobs: answering after {restart:.3} s, RSS {reopened:.1} MiB"
     );
     assert_eq!(daemon.terminate(), Some(0));
+}
+
+/// The store's writes, flushes and seconds spent flushing so far, from
+/// the daemon's metrics (`GET /v1/metrics`, which needs an administrator:
+/// the benchmark then runs as root; zeros otherwise).
+async fn store_counters(client: &mut Client) -> (f64, f64, f64) {
+    let (status, body) = client
+        .raw(Method::GET, "/v1/metrics", Bytes::new())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    if !status.is_success() {
+        return (0.0, 0.0, 0.0);
+    }
+    (
+        value("ferry_store_writes_total"),
+        value("ferry_store_flushes_total"),
+        value("ferry_store_flush_seconds_total"),
+    )
 }
 
 /// The daemon's resident set (`VmRSS`), in MiB.

@@ -9,9 +9,9 @@
 //! `FERRY_BENCH_FILE_BYTES`, `FERRY_BENCH_ROUNDS` change the sizes).
 
 use ferry_tests::daemon::{Daemon, wait_for_job};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use ferry_tests::nginx::{Nginx, find};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const JOBS: usize = 10;
@@ -25,72 +25,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A program on `PATH` or in the usual system directories.
-fn find(program: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/sbin", "/usr/bin", "/sbin"])
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
-}
-
-/// nginx serving `root` on a free loopback port, in a prefix of its own.
-struct Nginx {
-    child: Child,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(binary: &Path, root: &Path, prefix: &Path) -> Nginx {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::create_dir_all(prefix.join("logs")).unwrap();
-        let conf = prefix.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "daemon off;\nworker_processes 1;\nerror_log {prefix}/logs/error.log;\npid {prefix}/nginx.pid;\n\
-                 events {{ worker_connections 1024; }}\n\
-                 http {{ access_log off; sendfile on; keepalive_requests 100000;\n\
-                 client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fcgi;\n\
-                 uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;\n\
-                 server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
-                prefix = prefix.display(),
-                root = root.display(),
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(binary)
-            .arg("-p")
-            .arg(prefix)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Nginx { child, port };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("nginx did not listen on {port}");
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Ferry: the files in `JOBS` jobs, each added in one batch, all resumed,

@@ -6,11 +6,13 @@
 //! and [`daemon`]: a real `ferry daemon` in a temporary directory, driven through
 //! the real CLI; [`tls_server`]: the same server over HTTPS (HTTP/1.1 or
 //! HTTP/2) with a certificate authority made by the test; [`users`]: throw-away
-//! Unix users and groups for the tests where another user is the attacker.
+//! Unix users and groups for the tests where another user is the attacker;
+//! [`nginx`]: nginx on loopback, the benchmarks' server.
 
 pub mod bits_server;
 pub mod daemon;
 pub mod fixtures;
+pub mod nginx;
 pub mod proxy;
 pub mod server;
 pub mod tls_server;

@@ -1130,6 +1130,101 @@ async fn a_checksum_is_verified_before_the_file_counts_as_transferred() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_repr_digest_the_server_declares_is_verified_across_a_resume() {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let len = 3_000_000;
+    let declared = |bytes: &[u8]| {
+        let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes));
+        format!("sha-256=:{digest}:")
+    };
+    let data = pattern_bytes(0..len);
+    let right_hex = hex_of(&Sha256::digest(&data));
+    let server = TestServer::start().await;
+    // The first response is cut a third of the way; the retry's 206 finishes it.
+    server.put(
+        "/right",
+        Resource::pattern(len)
+            .header("repr-digest", &declared(&data))
+            .drop_after_times(1_000_000, 1),
+    );
+    server.put(
+        "/wrong",
+        Resource::pattern(len).header("repr-digest", &declared(b"another file")),
+    );
+    let h = Harness::default();
+    let job = |path: &str, local: &str, ranges: Vec<ByteRange>| {
+        let id = h
+            .engine()
+            .create(ALICE, JobType::Download, local, Priority::Normal)
+            .unwrap();
+        h.engine()
+            .add_file(ALICE, &id, &server.url(path), &h.path(local), ranges)
+            .unwrap();
+        h.engine().resume(ALICE, &id).unwrap();
+        id
+    };
+
+    let right = job("/right", "right", Vec::new());
+    loop {
+        let state = h.engine().get(ALICE, &right).unwrap().state();
+        match state {
+            JobState::Transferred => break,
+            JobState::TransientError => {
+                let held = h.engine().get(ALICE, &right).unwrap().files[0].clone();
+                assert!(held.bytes_transferred < len, "{held:?}");
+                assert_eq!(
+                    held.served_sha256.as_deref(),
+                    Some(right_hex.as_str()),
+                    "the declared digest is recorded with the file"
+                );
+                h.clock.advance(Duration::from_secs(601));
+                h.engine().tick();
+                h.wait_for(&right, JobState::Transferred).await;
+            }
+            JobState::Error => panic!("{:?}", h.engine().get(ALICE, &right).unwrap().error),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let ranged = server
+        .requests_for("/right")
+        .iter()
+        .filter(|r| r.header("range").is_some())
+        .count();
+    assert!(ranged >= 1, "the second response was a resume");
+    h.engine().complete(ALICE, &right).unwrap();
+    assert_eq!(std::fs::read(h.path("right")).unwrap(), data);
+
+    let wrong = job("/wrong", "wrong", Vec::new());
+    h.wait_for(&wrong, JobState::Error).await;
+    let failed = h.engine().get(ALICE, &wrong).unwrap();
+    let error = failed.error.unwrap().error;
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("checksum-mismatch", ferry::ErrorClass::Fatal),
+        "{error}"
+    );
+    assert!(error.message.contains("Repr-Digest"), "{error}");
+    assert!(!failed.files[0].complete);
+    assert_eq!(failed.files[0].bytes_transferred, 0, "none of it is kept");
+
+    // A range is not the whole representation the digest is of.
+    let part = job(
+        "/wrong",
+        "part",
+        vec![ByteRange {
+            offset: 10,
+            length: 1000,
+        }],
+    );
+    h.wait_for(&part, JobState::Transferred).await;
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_that_calls_a_short_or_long_body_whole_is_not_believed() {
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let mut runtime =

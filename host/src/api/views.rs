@@ -45,6 +45,12 @@ pub struct FileView {
     pub complete: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ranges: Vec<ByteRange>,
+    /// The SHA-256 the owner asked for (`--sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The SHA-256 the server declared for the whole file (`Repr-Digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_sha256: Option<String>,
 }
 
 /// A typed error: the job's last error, or why a request was refused.
@@ -113,6 +119,8 @@ impl JobView {
                     bytes_transferred: f.bytes_transferred,
                     complete: f.complete,
                     ranges: f.ranges.clone(),
+                    sha256: f.sha256.clone(),
+                    served_sha256: f.served_sha256.clone(),
                 })
                 .collect(),
             progress: job.progress(),

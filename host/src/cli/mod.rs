@@ -345,6 +345,9 @@ pub fn run() -> ExitCode {
     if let Command::Plugin { command } = cli.command {
         return plugin_cmd::run(command, cli.json);
     }
+    if matches!(cli.command, Command::Daemon) {
+        crate::daemon::tune_allocator();
+    }
     let runtime = tokio::runtime::Runtime::new().expect("the async runtime starts");
     let json = cli.json;
     let result = runtime.block_on(execute(cli));

@@ -35,6 +35,7 @@ impl Engine {
                             f.temp_tag = Some(tag.clone());
                             f.bytes_transferred = 0;
                             f.validator = None;
+                            f.served_sha256 = None;
                             true
                         })
                         .map_err(|e| attach(store_error(&e)))?;
@@ -73,22 +74,9 @@ impl Engine {
                     result => break result.map_err(attach)?,
                 }
             }
-            if let Some(expected) = &file.sha256 {
-                let actual = sha256_of(temp.file()).await.map_err(attach)?;
-                if &actual != expected {
-                    // What arrived is not the file asked for: none of it is kept.
-                    self.restart_file(&job.id, generation, index, &temp)
-                        .map_err(attach)?;
-                    return Err(attach(TransferError::fatal(
-                        ErrorContext::RemoteFile,
-                        "checksum-mismatch",
-                        format!(
-                            "{} arrived with SHA-256 {actual}, not the {expected} the job asked for",
-                            file.remote
-                        ),
-                    )));
-                }
-            }
+            self.verify_checksums(job, index, &temp, generation)
+                .await
+                .map_err(attach)?;
             let mut mismatch = None;
             let updated = self
                 .save_if_running(&job.id, generation, |slot| {
@@ -126,6 +114,51 @@ impl Engine {
         }
         Ok(())
     }
+    /// Checks a file whose last byte is in against the SHA-256 the owner
+    /// gave and the one the server declared (`Repr-Digest`), hashing it once
+    /// when there is either. What disagrees is not kept: the file starts
+    /// over, and the job stops in `error` (fatal: fetching the same bytes
+    /// again on every retry would waste the link; `resume` tries once more).
+    async fn verify_checksums(
+        &self,
+        job: &Job,
+        index: usize,
+        temp: &TempFile,
+        generation: u64,
+    ) -> Result<(), TransferError> {
+        let file = &job.files[index];
+        let served = self
+            .current_file(&job.id, index)
+            .and_then(|f| f.served_sha256)
+            .filter(|_| file.ranges.is_empty());
+        if file.sha256.is_none() && served.is_none() {
+            return Ok(());
+        }
+        let actual = sha256_of(temp.file()).await?;
+        let mismatch = if let Some(expected) = file.sha256.as_ref().filter(|e| **e != actual) {
+            TransferError::fatal(
+                ErrorContext::RemoteFile,
+                "checksum-mismatch",
+                format!(
+                    "{} arrived with SHA-256 {actual}, not the {expected} the job asked for",
+                    file.remote
+                ),
+            )
+        } else if let Some(declared) = served.filter(|d| *d != actual) {
+            TransferError::fatal(
+                ErrorContext::RemoteFile,
+                "checksum-mismatch",
+                format!(
+                    "{} arrived with SHA-256 {actual}, not the {declared} its server declared (Repr-Digest)",
+                    file.remote
+                ),
+            )
+        } else {
+            return Ok(());
+        };
+        self.restart_file(&job.id, generation, index, temp)?;
+        Err(mismatch)
+    }
     /// Starts file `index` over: its recorded progress and validator are
     /// durably reset first, then its temporary file is cut, so a crash in
     /// between never leaves a record pointing past the bytes on disk.
@@ -149,9 +182,11 @@ impl Engine {
     ) -> Result<(), TransferError> {
         self.save_if_running(id, generation, |slot| {
             let f = &mut slot.job.files[index];
-            let changed = f.bytes_transferred != 0 || f.validator.is_some();
+            let changed =
+                f.bytes_transferred != 0 || f.validator.is_some() || f.served_sha256.is_some();
             f.bytes_transferred = 0;
             f.validator = None;
+            f.served_sha256 = None;
             changed
         })
         .map(|_| ())
@@ -286,6 +321,7 @@ impl Engine {
                 job.files[index].bytes_total,
                 job.state(),
                 job.timers.without_progress,
+                job.files[index].served_sha256.clone(),
             );
             let file = &mut job.files[index];
             let moved = written != file.bytes_transferred || restarted;
@@ -300,6 +336,12 @@ impl Engine {
                 }
                 if file.ranges.is_empty() {
                     file.bytes_total = remote.size;
+                    // The digest of the response the bytes came with; a
+                    // response that declares none keeps the one recorded
+                    // (the validator guards that it is the same resource).
+                    if restarted || remote.served_sha256.is_some() {
+                        file.served_sha256 = remote.served_sha256.clone();
+                    }
                 }
             }
             if moved {
@@ -316,7 +358,8 @@ impl Engine {
                 && file.validator == before.0
                 && file.bytes_total == before.1
                 && job.state() == before.2
-                && before.3.is_none();
+                && before.3.is_none()
+                && file.served_sha256 == before.4;
             match (moved, bytes_alone) {
                 (false, _) => Saving::Nothing,
                 (true, true) => Saving::Checkpoint(index),

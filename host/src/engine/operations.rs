@@ -356,6 +356,7 @@ pub(super) fn new_job_file(
         validator: None,
         source_modified,
         sha256,
+        served_sha256: None,
         temp_tag: (!upload).then(crate::files::random_tag),
     })
 }

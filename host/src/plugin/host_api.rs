@@ -60,10 +60,13 @@ impl host::HostDestination for PluginState {
         info: types::RemoteInfo,
         from: u64,
     ) -> Opened<DynOutputStream> {
+        let info = self
+            .http
+            .with_served_digest(RemoteInfo::from(info).sanitized());
         let sink = self
             .table()
             .get_mut(&destination)?
-            .begin(RemoteInfo::from(info).sanitized(), from)
+            .begin(info, from)
             .map(|sink| Box::new(sink) as DynOutputStream);
         opened(self.push_stream(sink))
     }

@@ -257,6 +257,7 @@ impl From<types::RemoteInfo> for RemoteInfo {
             validator: r.validator.map(Into::into),
             accepts_ranges: r.accepts_ranges,
             location: r.location,
+            served_sha256: None,
         }
     }
 }
@@ -319,10 +320,13 @@ impl host::HostDestination for PluginState {
         info: types::RemoteInfo,
         from: u64,
     ) -> wasmtime::Result<Result<Resource<DynOutputStream>, types::TransferError>> {
+        let info = self
+            .http
+            .with_served_digest(RemoteInfo::from(info).sanitized());
         let sink = self
             .table()
             .get_mut(&destination)?
-            .begin(RemoteInfo::from(info).sanitized(), from)
+            .begin(info, from)
             .map(|sink| Box::new(sink) as DynOutputStream);
         Ok(self.push_stream(sink)?.map_err(Into::into))
     }

@@ -15,6 +15,7 @@
 //! The operator's proxy is exempt: it is the operator's choice.
 
 use crate::plugin::grants::{AddressPolicy, HostPolicy};
+use crate::plugin::transfer::RemoteInfo;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -169,6 +170,9 @@ pub struct PluginHttp {
     /// Requests refused for the address they would reach, as
     /// `host (address)`.
     pub address_denied: Arc<Mutex<Vec<String>>>,
+    /// The SHA-256 of the whole resource that the call's last response
+    /// declared ([`served_sha256`]), for the body the plugin begins next.
+    served_sha256: Arc<Mutex<Option<String>>>,
 }
 
 impl PluginHttp {
@@ -187,6 +191,17 @@ impl PluginHttp {
             in_flight_limit,
             over_in_flight: 0,
             address_denied: Arc::new(Mutex::new(Vec::new())),
+            served_sha256: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// `info` with the digest the call's last response declared: a body
+    /// begins right after its response arrived, and the host, not the
+    /// plugin, says what the server declared.
+    pub fn with_served_digest(&self, info: RemoteInfo) -> RemoteInfo {
+        RemoteInfo {
+            served_sha256: lock(&self.served_sha256).clone(),
+            ..info
         }
     }
 }
@@ -264,6 +279,7 @@ impl WasiHttpHooks for PluginHttp {
         let network = self.network.clone();
         let name = literal.is_none().then(|| bare.to_string());
         let (denied, plugin) = (self.address_denied.clone(), self.plugin.clone());
+        let served = self.served_sha256.clone();
         Box::new(async move {
             if let Some(name) = name {
                 // A lookup that fails is the client's to report (or, with
@@ -293,6 +309,7 @@ impl WasiHttpHooks for PluginHttp {
                 .map_err(|_| HttpError::ConnectionReadTimeout)?
                 .map_err(|e| error_from_reqwest(&e))?;
             let response: http::Response<reqwest::Body> = response.into();
+            *lock(&served) = served_sha256(response.status(), response.headers());
             let bandwidth = network.bandwidth.clone();
             let response = response.map(|body| {
                 let body = body.map_err(|e| error_from_reqwest(&e));
@@ -310,6 +327,48 @@ impl WasiHttpHooks for PluginHttp {
             Ok((response, io))
         })
     }
+}
+
+/// The SHA-256 (hex) of the whole resource a response declares: its
+/// `Repr-Digest` (RFC 9530; the representation's digest, the same on a 206
+/// as on a 200), or on a 200 without one an RFC 3230 `Digest` (the digest
+/// of the full instance). None for a response that is not a success, or
+/// declares no SHA-256 in a form that parses.
+pub fn served_sha256(status: http::StatusCode, headers: &http::HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    if !status.is_success() {
+        return None;
+    }
+    let members = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|member| member.split_once('='))
+            .map(|(key, value)| (key.trim().to_ascii_lowercase(), value.trim().to_string()))
+            .collect::<Vec<_>>()
+    };
+    let decode = |b64: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .filter(|d| d.len() == 32)
+            .map(hex::encode)
+    };
+    // A structured-field byte sequence: `:BASE64:`.
+    let repr = members("repr-digest").into_iter().find_map(|(key, value)| {
+        (key == "sha-256")
+            .then(|| value.strip_prefix(':')?.strip_suffix(':').and_then(decode))
+            .flatten()
+    });
+    if repr.is_some() || status != http::StatusCode::OK {
+        return repr;
+    }
+    // RFC 3230's values end in `=` padding, which `split_once` keeps.
+    members("digest")
+        .into_iter()
+        .find_map(|(key, value)| (key == "sha-256").then(|| decode(&value)).flatten())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -582,5 +641,53 @@ where
 
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_sha256;
+    use http::{HeaderMap, StatusCode};
+
+    /// SHA-256 of "hello world", in base64 and hex.
+    const B64: &str = "uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=";
+    const HEX: &str = "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (http::HeaderName::from_static(name), value.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_repr_digest_is_read_on_a_200_and_a_206() {
+        let h = headers(&[("repr-digest", &format!("sha-512=:AAAA:, sha-256=:{B64}:"))]);
+        assert_eq!(served_sha256(StatusCode::OK, &h).as_deref(), Some(HEX));
+        assert_eq!(
+            served_sha256(StatusCode::PARTIAL_CONTENT, &h).as_deref(),
+            Some(HEX)
+        );
+        assert_eq!(served_sha256(StatusCode::NOT_FOUND, &h), None);
+    }
+
+    #[test]
+    fn a_legacy_digest_counts_on_a_200_only() {
+        let h = headers(&[("digest", &format!("MD5=abc, SHA-256={B64}"))]);
+        assert_eq!(served_sha256(StatusCode::OK, &h).as_deref(), Some(HEX));
+        assert_eq!(served_sha256(StatusCode::PARTIAL_CONTENT, &h), None);
+    }
+
+    #[test]
+    fn what_does_not_parse_declares_nothing() {
+        for value in [
+            "sha-256=:not base64:",
+            "sha-256=:AAAA:",
+            &format!("sha-256={B64}"),
+            "sha-256",
+        ] {
+            let h = headers(&[("repr-digest", value)]);
+            assert_eq!(served_sha256(StatusCode::OK, &h), None, "{value}");
+        }
     }
 }

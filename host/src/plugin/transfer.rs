@@ -28,6 +28,12 @@ pub struct RemoteInfo {
     pub accepts_ranges: bool,
     /// The URL after redirects.
     pub location: String,
+    /// The SHA-256 (hex) of the whole resource, as the server declared it
+    /// in the response the body came with (`Repr-Digest`, or an RFC 3230
+    /// `Digest` on a 200). The host reads it off the response itself: a
+    /// plugin cannot set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_sha256: Option<String>,
 }
 
 /// One download call.
@@ -175,6 +181,7 @@ impl From<wit::RemoteInfo> for RemoteInfo {
             validator: r.validator.map(Into::into),
             accepts_ranges: r.accepts_ranges,
             location: r.location,
+            served_sha256: None,
         }
     }
 }
@@ -445,6 +452,7 @@ mod tests {
             validator: Some(Validator::Etag(forged.clone())),
             accepts_ranges: true,
             location: forged.clone(),
+            served_sha256: None,
         }
         .sanitized();
         assert_eq!(info.validator, None);
