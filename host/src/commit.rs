@@ -23,9 +23,11 @@ enum Change {
 /// What the callers and the writer share.
 struct Shared {
     queue: Mutex<Queue>,
-    /// Wakes the writer (changes staged, or closing) and the waiters (a
-    /// flush finished).
-    changed: Condvar,
+    /// Wakes the writer: changes staged, or closing.
+    staged: Condvar,
+    /// Wakes the waiters: a flush finished. Apart from `staged`, so staging
+    /// a change does not wake every caller waiting for an earlier one.
+    flushed: Condvar,
 }
 
 #[derive(Default)]
@@ -49,14 +51,23 @@ pub struct Ticket {
 
 impl Ticket {
     /// Blocks until the change is durable, or fails with the store's error.
+    /// On an async worker the wait hands the worker's other tasks to another
+    /// thread, so the callers who stage meanwhile share the next flush.
     pub fn wait(self) -> Result<(), StoreError> {
         let mut queue = lock(&self.shared.queue);
-        while queue.durable < self.sequence {
-            queue = self
-                .shared
-                .changed
-                .wait(queue)
-                .unwrap_or_else(|e| e.into_inner());
+        if queue.durable < self.sequence {
+            drop(queue);
+            queue = crate::blocking::off_the_async_workers(|| {
+                let mut queue = lock(&self.shared.queue);
+                while queue.durable < self.sequence {
+                    queue = self
+                        .shared
+                        .flushed
+                        .wait(queue)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+                queue
+            });
         }
         match queue
             .failed
@@ -88,7 +99,8 @@ impl Committer {
     pub fn start(store: Box<dyn JobStore>) -> Committer {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
-            changed: Condvar::new(),
+            staged: Condvar::new(),
+            flushed: Condvar::new(),
         });
         let writer = {
             let shared = shared.clone();
@@ -109,7 +121,7 @@ impl Committer {
         let sequence = queue.staged;
         queue.pending.push((sequence, change));
         drop(queue);
-        self.shared.changed.notify_all();
+        self.shared.staged.notify_one();
         Ticket {
             sequence,
             shared: self.shared.clone(),
@@ -146,7 +158,7 @@ impl Drop for Committer {
     /// Writes what is staged, then closes the store.
     fn drop(&mut self) {
         lock(&self.shared.queue).closing = true;
-        self.shared.changed.notify_all();
+        self.shared.staged.notify_one();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -159,10 +171,7 @@ fn write_groups(shared: &Shared, store: Box<dyn JobStore>) {
         let group = {
             let mut queue = lock(&shared.queue);
             while queue.pending.is_empty() && !queue.closing {
-                queue = shared
-                    .changed
-                    .wait(queue)
-                    .unwrap_or_else(|e| e.into_inner());
+                queue = shared.staged.wait(queue).unwrap_or_else(|e| e.into_inner());
             }
             if queue.pending.is_empty() {
                 return;
@@ -190,7 +199,7 @@ fn write_groups(shared: &Shared, store: Box<dyn JobStore>) {
         }
         queue.durable = up_to;
         drop(queue);
-        shared.changed.notify_all();
+        shared.flushed.notify_all();
     }
 }
 

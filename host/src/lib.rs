@@ -12,12 +12,14 @@
 //! - `cli`: the `ferry` command line, a client of the API;
 //! - `conformance`: the plugin conformance suite (`ferry plugin test`);
 //! - `commit`: group commit, the engine's durable writes shared by callers;
+//! - `blocking`: blocking calls (file writes, durable waits) off the async workers;
 //! - `error`: the typed error every failed transfer ends in;
 //! - `metrics`: what an operator graphs, as Prometheus text;
 //! - `files`: temporary files and their atomic, symlink-proof finalisation;
 //! - `plugin`: the plugin runtime (WIT bindings, sandbox, network, streams).
 
 pub mod api;
+pub mod blocking;
 pub mod cli;
 pub mod clock;
 pub mod commit;

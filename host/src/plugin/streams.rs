@@ -143,19 +143,6 @@ impl Destination {
     }
 }
 
-/// Runs a blocking file operation so that it does not hold up an async
-/// worker: on a multi-threaded runtime the worker hands its other tasks to
-/// another thread while the write blocks (a slow or full disk then stalls
-/// this transfer alone, not the API or other transfers). Elsewhere (a
-/// single-threaded runtime, no runtime) it simply runs.
-fn off_the_async_workers<T>(operation: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(operation),
-        _ => operation(),
-    }
-}
-
 /// An output stream writing at a position of a file.
 pub struct FileSink {
     file: Arc<File>,
@@ -220,7 +207,9 @@ impl OutputStream for FileSink {
         }
         let (position, from) = (self.position, self.written_back_from);
         let end = position + bytes.len() as u64;
-        let written = off_the_async_workers(|| {
+        // Off the async workers: a slow or full disk stalls this transfer
+        // alone, not the API or other transfers.
+        let written = crate::blocking::off_the_async_workers(|| {
             self.file.write_all_at(&bytes, position)?;
             if end - from >= WRITEBACK_EVERY {
                 start_writeback(&self.file, from, end - from);
@@ -596,63 +585,4 @@ impl InputStream for FileSourceStream {
 #[async_trait::async_trait]
 impl Pollable for FileSourceStream {
     async fn ready(&mut self) {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::off_the_async_workers;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Condvar, Mutex};
-    use std::time::Duration;
-
-    /// A disk so slow that a file write holds up every async worker at once
-    /// (here: writes that wait for a gate only another task opens) still
-    /// leaves the runtime free to run that other task, as it leaves the API
-    /// and the other transfers free in the daemon.
-    #[test]
-    fn file_writes_stuck_on_every_worker_leave_the_runtime_running() {
-        const WORKERS: usize = 2;
-        let (done, finished) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(WORKERS)
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let gate = Arc::new((Mutex::new(false), Condvar::new()));
-                let entered = Arc::new(AtomicUsize::new(0));
-                let writes: Vec<_> = (0..WORKERS)
-                    .map(|_| {
-                        let (gate, entered) = (gate.clone(), entered.clone());
-                        tokio::spawn(async move {
-                            off_the_async_workers(|| {
-                                entered.fetch_add(1, Ordering::SeqCst);
-                                let (open, opened) = &*gate;
-                                let mut open = open.lock().unwrap();
-                                while !*open {
-                                    open = opened.wait(open).unwrap();
-                                }
-                            })
-                        })
-                    })
-                    .collect();
-                let opener = tokio::spawn(async move {
-                    while entered.load(Ordering::SeqCst) < WORKERS {
-                        tokio::task::yield_now().await;
-                    }
-                    *gate.0.lock().unwrap() = true;
-                    gate.1.notify_all();
-                });
-                opener.await.unwrap();
-                for write in writes {
-                    write.await.unwrap();
-                }
-            });
-            let _ = done.send(());
-        });
-        assert!(
-            finished.recv_timeout(Duration::from_secs(60)).is_ok(),
-            "the stuck writes held every worker: the task that frees them never ran"
-        );
-    }
 }
