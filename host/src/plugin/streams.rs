@@ -29,6 +29,12 @@ use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamRe
 /// How much a plugin may write per `check-write` permit, and read per call.
 const CHUNK: usize = 1 << 20;
 
+/// The most one read of an upload source returns. Each read is a fresh
+/// buffer handed to the socket; at this size it comes from the heap, where
+/// a 1 MiB one would be mapped and faulted in anew at every read (the
+/// daemon maps blocks over 512 KiB: `daemon::tune_allocator`).
+const SOURCE_READ: usize = 256 << 10;
+
 /// What a download call did to its file, visible while it runs.
 #[derive(Debug, Default)]
 pub struct DownloadProgress {
@@ -561,8 +567,8 @@ impl InputStream for FileSourceStream {
             return Err(StreamError::Closed);
         }
         let wanted = size
-            .min(CHUNK)
-            .min(usize::try_from(self.size - self.position).unwrap_or(CHUNK));
+            .min(SOURCE_READ)
+            .min(usize::try_from(self.size - self.position).unwrap_or(SOURCE_READ));
         let mut buffer = vec![0u8; wanted];
         let n = match self.file.read_at(&mut buffer, self.position) {
             Ok(0) => return Err(self.fail(changed("ended before its recorded size"))),
