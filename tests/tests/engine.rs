@@ -1118,7 +1118,13 @@ async fn a_checksum_is_verified_before_the_file_counts_as_transferred() {
     let wrong = job("wrong", &"0".repeat(64)).unwrap();
     h.engine().resume(ALICE, &wrong).unwrap();
     h.wait_for(&wrong, JobState::Error).await;
-    let failed = h.engine().get(ALICE, &wrong).unwrap();
+    checksum_mismatch_kept_nothing(&h, &wrong);
+}
+
+/// Job `id` stopped on a fatal `checksum-mismatch` with none of its file
+/// kept; returns the error's message.
+fn checksum_mismatch_kept_nothing(h: &Harness, id: &str) -> String {
+    let failed = h.engine().get(ALICE, id).unwrap();
     let error = failed.error.unwrap().error;
     assert_eq!(
         (error.code.as_str(), error.class),
@@ -1127,6 +1133,7 @@ async fn a_checksum_is_verified_before_the_file_counts_as_transferred() {
     );
     assert!(!failed.files[0].complete);
     assert_eq!(failed.files[0].bytes_transferred, 0, "none of it is kept");
+    error.message
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1197,16 +1204,8 @@ async fn a_repr_digest_the_server_declares_is_verified_across_a_resume() {
 
     let wrong = job("/wrong", "wrong", Vec::new());
     h.wait_for(&wrong, JobState::Error).await;
-    let failed = h.engine().get(ALICE, &wrong).unwrap();
-    let error = failed.error.unwrap().error;
-    assert_eq!(
-        (error.code.as_str(), error.class),
-        ("checksum-mismatch", ferry::ErrorClass::Fatal),
-        "{error}"
-    );
-    assert!(error.message.contains("Repr-Digest"), "{error}");
-    assert!(!failed.files[0].complete);
-    assert_eq!(failed.files[0].bytes_transferred, 0, "none of it is kept");
+    let message = checksum_mismatch_kept_nothing(&h, &wrong);
+    assert!(message.contains("Repr-Digest"), "{message}");
 
     // A range is not the whole representation the digest is of.
     let part = job(
