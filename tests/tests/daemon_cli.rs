@@ -688,3 +688,43 @@ fn a_get_off_a_terminal_says_what_happens_and_a_fixed_plugin_retries_at_once() {
         printed.join("\n")
     );
 }
+
+#[test]
+fn the_digests_a_file_is_checked_against_show_in_info() {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let (_rt, server) = server();
+    let data = pattern_bytes(0..200_000);
+    let digest = Sha256::digest(&data);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let declared = format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    );
+    server.put(
+        "/d.bin",
+        Resource::pattern(200_000).header("repr-digest", &declared),
+    );
+    let mut daemon = Daemon::new("");
+    daemon.start(ferry());
+    let downloads = tempfile::tempdir().unwrap();
+    let dest = downloads.path().join("d.bin");
+    let id = daemon.run(ferry(), &["create", "--json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = server.url("/d.bin");
+    daemon
+        .run(
+            ferry(),
+            &["add", &id, &url, dest.to_str().unwrap(), "--sha256", &hex],
+        )
+        .ok();
+    daemon.run(ferry(), &["resume", &id]).ok();
+    let done = wait_for_job(&daemon, ferry(), &id, |j| j["state"] == "transferred");
+    let file = &done["files"][0];
+    assert_eq!(file["sha256"], hex.as_str(), "{done}");
+    assert_eq!(file["served_sha256"], hex.as_str(), "{done}");
+    daemon.run(ferry(), &["complete", &id]).ok();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+}
