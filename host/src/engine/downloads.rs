@@ -135,27 +135,24 @@ impl Engine {
             return Ok(());
         }
         let actual = sha256_of(temp.file()).await?;
-        let mismatch = if let Some(expected) = file.sha256.as_ref().filter(|e| **e != actual) {
-            TransferError::fatal(
-                ErrorContext::RemoteFile,
-                "checksum-mismatch",
-                format!(
-                    "{} arrived with SHA-256 {actual}, not the {expected} the job asked for",
-                    file.remote
-                ),
-            )
-        } else if let Some(declared) = served.filter(|d| *d != actual) {
-            TransferError::fatal(
-                ErrorContext::RemoteFile,
-                "checksum-mismatch",
-                format!(
-                    "{} arrived with SHA-256 {actual}, not the {declared} its server declared (Repr-Digest)",
-                    file.remote
-                ),
-            )
-        } else {
+        let expected = [
+            (file.sha256.as_deref(), "the job asked for"),
+            (served.as_deref(), "its server declared (Repr-Digest)"),
+        ];
+        let Some((expected, whose)) = expected
+            .into_iter()
+            .find_map(|(digest, whose)| digest.filter(|d| *d != actual).map(|d| (d, whose)))
+        else {
             return Ok(());
         };
+        let mismatch = TransferError::fatal(
+            ErrorContext::RemoteFile,
+            "checksum-mismatch",
+            format!(
+                "{} arrived with SHA-256 {actual}, not the {expected} {whose}",
+                file.remote
+            ),
+        );
         self.restart_file(&job.id, generation, index, temp)?;
         Err(mismatch)
     }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
 
-/// How much a plugin may write per `check-write` permit, and read per call.
+/// How much a plugin may write per `check-write` permit.
 const CHUNK: usize = 1 << 20;
 
 /// The most one read of an upload source returns. Each read is a fresh
