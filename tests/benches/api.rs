@@ -16,6 +16,7 @@
 
 use bytes::Bytes;
 use ferry::cli::client::Client;
+use ferry_tests::bench::setting;
 use ferry_tests::daemon::Daemon;
 use ferry_tests::server::{Resource, TestServer};
 use http::{Method, StatusCode};
@@ -61,10 +62,7 @@ async fn lifecycle(client: &mut Client, url: &str, local: &Path) {
 }
 
 fn main() {
-    let scale: usize = std::env::var("FERRY_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let scale: usize = setting("FERRY_BENCH_N", 1);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(TestServer::start());
     server.put("/small", Resource::pattern(1024));
@@ -222,10 +220,7 @@ fn main() {
     // restart on them: a fresh daemon, jobs created, given a file and
     // resumed from eight clients; the file is slow, so a few transfer and
     // the rest wait in the queue.
-    let queued: usize = std::env::var("FERRY_BENCH_QUEUED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let queued: usize = setting("FERRY_BENCH_QUEUED", 10_000);
     server.put("/slow", Resource::pattern(1 << 30).slow(64 * 1024));
     let mut daemon = Daemon::new(&format!(
         "[limits]\nmax-jobs-per-machine = {queued}0\nmax-jobs-per-user = {queued}0\n"

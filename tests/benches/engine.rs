@@ -13,6 +13,7 @@ use ferry::engine::{Caller, Engine, EngineConfig};
 use ferry::job::{JobState, JobType, Priority};
 use ferry::plugin::PluginRuntime;
 use ferry::store::SledStore;
+use ferry_tests::bench::setting;
 use ferry_tests::server::{Resource, TestServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,13 +22,6 @@ const ME: Caller = Caller {
     uid: 1000,
     admin: false,
 };
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -69,7 +63,7 @@ async fn main() {
     let url = server.url("/tiny");
 
     // 1. Lifecycles per second.
-    let lifecycles = env_usize("FERRY_BENCH_LIFECYCLES", 300);
+    let lifecycles: usize = setting("FERRY_BENCH_LIFECYCLES", 300);
     let state = tempfile::tempdir().unwrap();
     let downloads = ferry_tests::fixtures::shared_dir();
     let engine = open(state.path(), &runtime, EngineConfig::default());
@@ -97,7 +91,7 @@ async fn main() {
     drop(engine);
 
     // 2. Memory with many queued jobs.
-    let queued = env_usize("FERRY_BENCH_QUEUED", 10_000);
+    let queued: usize = setting("FERRY_BENCH_QUEUED", 10_000);
     let state = tempfile::tempdir().unwrap();
     let before = rss_kib();
     let engine = open(state.path(), &runtime, big_config(queued));

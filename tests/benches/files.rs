@@ -8,8 +8,9 @@
 //! `cargo bench -p ferry-tests --bench files` (`FERRY_BENCH_FILES`,
 //! `FERRY_BENCH_FILE_BYTES`, `FERRY_BENCH_ROUNDS` change the sizes).
 
+use ferry_tests::bench::{find, setting};
 use ferry_tests::daemon::{Daemon, wait_for_job};
-use ferry_tests::nginx::{Nginx, find};
+use ferry_tests::nginx::Nginx;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,13 +19,6 @@ const JOBS: usize = 10;
 
 fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry-cli"))
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Ferry: the files in `JOBS` jobs, each added in one batch, all resumed,
@@ -87,9 +81,9 @@ fn aria2_round(aria2: &Path, urls: &[String], into: &Path) -> Duration {
 }
 
 fn main() {
-    let files = env_usize("FERRY_BENCH_FILES", 2000);
-    let bytes = env_usize("FERRY_BENCH_FILE_BYTES", 16 << 10);
-    let rounds = env_usize("FERRY_BENCH_ROUNDS", 3);
+    let files: usize = setting("FERRY_BENCH_FILES", 2000);
+    let bytes: usize = setting("FERRY_BENCH_FILE_BYTES", 16 << 10);
+    let rounds: usize = setting("FERRY_BENCH_ROUNDS", 3);
     let (Some(nginx), Some(aria2)) = (find("nginx"), find("aria2c")) else {
         eprintln!("this benchmark needs nginx and aria2c: apt-get install -y nginx aria2");
         return;

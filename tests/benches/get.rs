@@ -14,8 +14,9 @@
 //! `FERRY_BENCH_ROUNDS`; files go to the system temporary directory, set
 //! `TMPDIR` to choose the filesystem).
 
+use ferry_tests::bench::{find, setting};
 use ferry_tests::daemon::Daemon;
-use ferry_tests::nginx::{Nginx, find};
+use ferry_tests::nginx::Nginx;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -24,13 +25,6 @@ use std::time::{Duration, Instant};
 
 fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry-cli"))
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// The served file's bytes: a 1 MiB block of varied bytes, each copy
@@ -104,8 +98,8 @@ fn ferry_round(daemon: &Daemon, url: &str, dest: &Path) -> Duration {
 }
 
 fn main() {
-    let bytes = env_u64("FERRY_BENCH_BYTES", 1 << 30);
-    let rounds = env_u64("FERRY_BENCH_ROUNDS", 5) as usize;
+    let bytes: u64 = setting("FERRY_BENCH_BYTES", 1 << 30);
+    let rounds: usize = setting("FERRY_BENCH_ROUNDS", 5);
     let (Some(nginx), Some(_)) = (find("nginx"), find("curl")) else {
         eprintln!("this benchmark needs nginx and curl: apt-get install -y nginx curl");
         return;

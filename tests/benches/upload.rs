@@ -7,6 +7,7 @@
 //! Run: `cargo bench -p ferry-tests --bench upload` (`FERRY_BENCH_BYTES`,
 //! `FERRY_BENCH_ROUNDS`).
 
+use ferry_tests::bench::setting;
 use ferry_tests::daemon::Daemon;
 use ferry_tests::tus::TusServer;
 use std::path::Path;
@@ -15,13 +16,6 @@ use std::time::{Duration, Instant};
 
 fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry-cli"))
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// curl: create the upload (`POST`), then send every byte in one `PATCH`.
@@ -81,8 +75,8 @@ fn ferry_round(daemon: &Daemon, server: &TusServer, file: &Path) -> Duration {
 }
 
 fn main() {
-    let size = env_u64("FERRY_BENCH_BYTES", 1 << 30);
-    let rounds = env_u64("FERRY_BENCH_ROUNDS", 5);
+    let size: u64 = setting("FERRY_BENCH_BYTES", 1 << 30);
+    let rounds: u64 = setting("FERRY_BENCH_ROUNDS", 5);
     if Command::new("curl").arg("--version").output().is_err() {
         eprintln!("this benchmark needs curl: apt-get install -y curl");
         return;

@@ -7,8 +7,10 @@
 //! the real CLI; [`tls_server`]: the same server over HTTPS (HTTP/1.1 or
 //! HTTP/2) with a certificate authority made by the test; [`users`]: throw-away
 //! Unix users and groups for the tests where another user is the attacker;
-//! [`nginx`]: nginx on loopback, the benchmarks' server.
+//! [`nginx`]: nginx on loopback, the benchmarks' server; [`bench`]: the benchmarks'
+//! settings and peer programs.
 
+pub mod bench;
 pub mod bits_server;
 pub mod daemon;
 pub mod fixtures;

@@ -2,18 +2,9 @@
 //! (aria2, curl) fetching the same files from the same server.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// A program on `PATH` or in the usual system directories.
-pub fn find(program: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/sbin", "/usr/bin", "/sbin"])
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
-}
 
 /// nginx serving `root` on a free loopback port, in a prefix of its own.
 pub struct Nginx {

@@ -334,7 +334,7 @@ impl WasiHttpHooks for PluginHttp {
 /// as on a 200), or on a 200 without one an RFC 3230 `Digest` (the digest
 /// of the full instance). None for a response that is not a success, or
 /// declares no SHA-256 in a form that parses.
-pub fn served_sha256(status: http::StatusCode, headers: &http::HeaderMap) -> Option<String> {
+fn served_sha256(status: http::StatusCode, headers: &http::HeaderMap) -> Option<String> {
     use base64::Engine as _;
     if !status.is_success() {
         return None;

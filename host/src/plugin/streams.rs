@@ -213,11 +213,12 @@ impl OutputStream for FileSink {
         }
         let (position, from) = (self.position, self.written_back_from);
         let end = position + bytes.len() as u64;
+        let write_back = end - from >= WRITEBACK_EVERY;
         // Off the async workers: a slow or full disk stalls this transfer
         // alone, not the API or other transfers.
         let written = crate::blocking::off_the_async_workers(|| {
             self.file.write_all_at(&bytes, position)?;
-            if end - from >= WRITEBACK_EVERY {
+            if write_back {
                 start_writeback(&self.file, from, end - from);
             }
             Ok::<_, std::io::Error>(())
@@ -233,7 +234,7 @@ impl OutputStream for FileSink {
             return Err(StreamError::LastOperationFailed(e.into()));
         }
         self.position = end;
-        if end - from >= WRITEBACK_EVERY {
+        if write_back {
             self.written_back_from = end;
         }
         self.progress
