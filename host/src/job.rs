@@ -202,15 +202,23 @@ pub struct JobTimers {
     pub retry_in: Option<Duration>,
 }
 
-/// What a transfer checkpoint changes once its transfer is under way: one
-/// file's bytes, and the job's timers with them. Stored apart from the job's
-/// record (a few bytes, not the whole document); the next write of the whole
-/// job supersedes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a transfer checkpoint records of one file as its transfer goes:
+/// its bytes, what its server said of it (size, validator, digest) and
+/// whether its last byte is in, with the job's timers. Stored apart from the
+/// job's record (tens of bytes, where the whole document of a job of many
+/// files is tens of kilobytes); the next write of the whole job supersedes
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// The file's index in the job.
+    /// The file's index in the job (the store keeps it in the key).
+    #[serde(skip)]
     pub file: usize,
     pub bytes_transferred: u64,
+    pub bytes_total: Option<u64>,
+    pub validator: Option<Validator>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_sha256: Option<String>,
+    pub complete: bool,
     /// When the bytes were recorded: the job was last active then.
     pub at: SystemTime,
     /// The job's active transfer time then.
@@ -220,20 +228,29 @@ pub struct Checkpoint {
 impl Job {
     /// File `file`'s checkpoint as the job stands now, at wall time `at`.
     pub fn checkpoint(&self, file: usize, at: SystemTime) -> Checkpoint {
+        let f = &self.files[file];
         Checkpoint {
             file,
-            bytes_transferred: self.files[file].bytes_transferred,
+            bytes_transferred: f.bytes_transferred,
+            bytes_total: f.bytes_total,
+            validator: f.validator.clone(),
+            served_sha256: f.served_sha256.clone(),
+            complete: f.complete,
             at,
             active: self.timers.active,
         }
     }
 
     /// Applies a stored checkpoint newer than the record it was read with.
-    pub fn apply_checkpoint(&mut self, checkpoint: &Checkpoint) {
+    pub fn apply_checkpoint(&mut self, checkpoint: Checkpoint) {
         let Some(file) = self.files.get_mut(checkpoint.file) else {
             return;
         };
         file.bytes_transferred = checkpoint.bytes_transferred;
+        file.bytes_total = checkpoint.bytes_total;
+        file.validator = checkpoint.validator;
+        file.served_sha256 = checkpoint.served_sha256;
+        file.complete = checkpoint.complete;
         self.timers.idle = Duration::ZERO;
         self.timers.active = self.timers.active.max(checkpoint.active);
         self.timers_at = checkpoint.at;

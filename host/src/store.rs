@@ -5,7 +5,7 @@
 //! flush are apart so that the engine's group commit (`commit`) can write
 //! many changes and flush once; a change is never acknowledged before a
 //! flush covers it. A transfer's checkpoints are written apart from the job's
-//! record (a few bytes each). The embedded default is sled; a PostgreSQL
+//! record (a file's progress, tens of bytes each). The embedded default is sled; a PostgreSQL
 //! store for fleets sharing one queue would implement the same trait (a
 //! write an upsert of the job's row that also deletes its checkpoint rows, a
 //! checkpoint an upsert into a table of its own keyed by job and file, both
@@ -163,31 +163,18 @@ fn checkpoint_prefix(id: &str) -> Vec<u8> {
     key
 }
 
-/// A checkpoint as stored: bytes, then the time (seconds and nanoseconds
-/// since the epoch), then the active time in milliseconds, big-endian.
-fn encode_checkpoint(c: &Checkpoint) -> [u8; 28] {
-    let since =
-        c.at.duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-    let mut out = [0u8; 28];
-    out[..8].copy_from_slice(&c.bytes_transferred.to_be_bytes());
-    out[8..16].copy_from_slice(&since.as_secs().to_be_bytes());
-    out[16..20].copy_from_slice(&since.subsec_nanos().to_be_bytes());
-    let active = u64::try_from(c.active.as_millis()).unwrap_or(u64::MAX);
-    out[20..].copy_from_slice(&active.to_be_bytes());
-    out
+/// A checkpoint as stored: JSON, its file's index being in the key.
+fn encode_checkpoint(c: &Checkpoint) -> Vec<u8> {
+    serde_json::to_vec(c).expect("a checkpoint always serialises")
 }
 
+/// A stored checkpoint, or none when it does not decode: the job's record
+/// then stands, whose progress is older (never ahead of the bytes on disk),
+/// so the bytes after it are fetched again.
 fn decode_checkpoint(index: u32, value: &[u8]) -> Option<Checkpoint> {
-    let value: &[u8; 28] = value.try_into().ok()?;
-    let u64_at = |at: usize| u64::from_be_bytes(value[at..at + 8].try_into().expect("8 bytes"));
-    let nanos = u32::from_be_bytes(value[16..20].try_into().expect("4 bytes"));
-    Some(Checkpoint {
-        file: index as usize,
-        bytes_transferred: u64_at(0),
-        at: std::time::UNIX_EPOCH + std::time::Duration::new(u64_at(8), nanos),
-        active: std::time::Duration::from_millis(u64_at(20)),
-    })
+    let mut checkpoint: Checkpoint = serde_json::from_slice(value).ok()?;
+    checkpoint.file = index as usize;
+    Some(checkpoint)
 }
 
 /// What a stored key is: a chunk of a job's record, or a checkpoint.
@@ -260,7 +247,7 @@ impl JobStore for SledStore {
     fn write_checkpoint(&self, id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         self.jobs().insert(
             checkpoint_key(id, checkpoint.file),
-            &encode_checkpoint(checkpoint)[..],
+            encode_checkpoint(checkpoint),
         )?;
         Ok(())
     }
@@ -313,7 +300,7 @@ impl JobStore for SledStore {
         decode(&mut batch, &mut jobs, &mut unreadable);
         if !checkpoints.is_empty() {
             for job in &mut jobs {
-                for c in checkpoints.get(job.id.as_bytes()).into_iter().flatten() {
+                for c in checkpoints.remove(job.id.as_bytes()).into_iter().flatten() {
                     job.apply_checkpoint(c);
                 }
             }
@@ -465,6 +452,10 @@ mod tests {
         let checkpoint = Checkpoint {
             file: 0,
             bytes_transferred: 70,
+            bytes_total: Some(100),
+            validator: Some(crate::plugin::Validator::Etag("\"v2\"".into())),
+            served_sha256: Some("ab".repeat(32)),
+            complete: false,
             at,
             active: std::time::Duration::from_millis(4_500),
         };
@@ -478,6 +469,9 @@ mod tests {
         let (jobs, _) = store.load_all().unwrap();
         let loaded = &jobs[0];
         assert_eq!(loaded.files[0].bytes_transferred, 70);
+        assert_eq!(loaded.files[0].validator, checkpoint.validator);
+        assert_eq!(loaded.files[0].served_sha256, checkpoint.served_sha256);
+        assert!(!loaded.files[0].complete);
         assert_eq!(loaded.timers.idle, std::time::Duration::ZERO);
         assert_eq!(
             loaded.timers.active,
@@ -492,6 +486,31 @@ mod tests {
         let store = reopen(dir.path());
         let (jobs, _) = store.load_all().unwrap();
         assert_eq!(jobs[0].files[0].bytes_transferred, 0);
+        // A file's last checkpoint says it is in.
+        let last = Checkpoint {
+            bytes_transferred: 100,
+            complete: true,
+            ..checkpoint.clone()
+        };
+        store.write_checkpoint("c", &last).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let store = reopen(dir.path());
+        let (jobs, _) = store.load_all().unwrap();
+        assert_eq!(jobs[0].files[0].bytes_transferred, 100);
+        assert!(jobs[0].files[0].complete);
+        // One that does not decode (written by another version) leaves the
+        // record's older progress standing.
+        store
+            .jobs()
+            .insert(checkpoint_key("c", 0), &[0u8; 28][..])
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let store = reopen(dir.path());
+        let (jobs, _) = store.load_all().unwrap();
+        assert_eq!(jobs[0].files[0].bytes_transferred, 0);
+        assert!(!jobs[0].files[0].complete);
         store.write_checkpoint("c", &checkpoint).unwrap();
         store.remove("c").unwrap();
         assert!(store.load_all().unwrap().0.is_empty());

@@ -5,12 +5,52 @@
 use super::*;
 use crate::files::{UNTRUSTED_TEMP, random_tag};
 
+/// A file marked transferred whose mark is not yet known to be durable:
+/// its event waits for that.
+struct Marked {
+    index: usize,
+    ticket: Ticket,
+    snapshot: Snapshot,
+}
+
 impl Engine {
+    /// Downloads the job's files one after another. A file's mark as
+    /// transferred is staged, not waited for, before the next file starts:
+    /// its flush runs while the next file transfers, and its
+    /// `file-transferred` event goes out once that flush is known to be
+    /// done (at the next file's mark, or when the last file is in).
     pub(super) async fn download_files(
         &self,
         job: &Job,
         context: &JobContext,
         generation: u64,
+    ) -> Result<(), JobError> {
+        let mut marked = None;
+        let result = self
+            .download_each(job, context, generation, &mut marked)
+            .await;
+        let settled = marked.map_or(Ok(()), |m| self.announce_marked(m));
+        result.and(settled)
+    }
+    /// Waits for a file's mark to be durable, then counts and announces it.
+    fn announce_marked(&self, marked: Marked) -> Result<(), JobError> {
+        marked.ticket.wait().map_err(|e| JobError {
+            error: store_error(&e),
+            file: Some(marked.index),
+        })?;
+        self.inner.metrics.add_file(JobType::Download);
+        self.inner.announce(
+            marked.snapshot,
+            EventKind::FileTransferred { file: marked.index },
+        );
+        Ok(())
+    }
+    async fn download_each(
+        &self,
+        job: &Job,
+        context: &JobContext,
+        generation: u64,
+        marked: &mut Option<Marked>,
     ) -> Result<(), JobError> {
         for (index, file) in job.files.iter().enumerate() {
             if file.complete {
@@ -78,24 +118,20 @@ impl Engine {
                 .await
                 .map_err(attach)?;
             let mut mismatch = None;
-            let updated = self
-                .save_if_running(&job.id, generation, |slot| {
-                    let f = &mut slot.job.files[index];
-                    match f.bytes_total {
-                        Some(total) if total != f.bytes_transferred => {
-                            mismatch = Some((total, f.bytes_transferred));
-                            return false;
-                        }
-                        _ => {}
+            let staged = self.stage_if_running(&job.id, generation, |slot| {
+                let f = &mut slot.job.files[index];
+                match f.bytes_total {
+                    Some(total) if total != f.bytes_transferred => {
+                        mismatch = Some((total, f.bytes_transferred));
+                        return Saving::Nothing;
                     }
-                    f.complete = true;
-                    f.bytes_total = Some(f.bytes_transferred);
-                    true
-                })
-                .map_err(|e| JobError {
-                    error: store_error(&e),
-                    file: Some(index),
-                })?;
+                    _ => {}
+                }
+                f.complete = true;
+                f.bytes_total = Some(f.bytes_transferred);
+                // The file's record alone, as its checkpoints.
+                Saving::Checkpoint(index)
+            });
             if let Some((total, transferred)) = mismatch {
                 return Err(attach(TransferError::transient(
                     ErrorContext::Transport,
@@ -106,10 +142,15 @@ impl Engine {
                     ),
                 )));
             }
-            if let Some(updated) = updated {
-                self.inner.metrics.add_file(JobType::Download);
-                self.inner
-                    .publish(&updated, EventKind::FileTransferred { file: index });
+            if let Some((snapshot, Some(ticket))) = staged {
+                let previous = marked.replace(Marked {
+                    index,
+                    ticket,
+                    snapshot,
+                });
+                if let Some(previous) = previous {
+                    self.announce_marked(previous)?;
+                }
             }
         }
         Ok(())
@@ -232,7 +273,7 @@ impl Engine {
                 call,
                 || progress.written_to.load(Ordering::Acquire),
                 || progress.restarted.load(Ordering::Acquire),
-                || self.checkpoint(&job.id, index, temp, &progress, generation),
+                |ended| self.checkpoint(&job.id, index, temp, &progress, generation, ended),
             )
             .await?;
             self.check_length(job, index, temp, &segment, &progress, generation)?;
@@ -292,6 +333,12 @@ impl Engine {
     }
     /// Syncs the temporary file, then records the bytes that were written
     /// before the sync: the recorded offset never points past durable bytes.
+    /// Once the transfer is under way this is the file's checkpoint (its
+    /// bytes and what the server said of it), not the whole job. The one
+    /// taken when a call `ended` is not waited for: what follows the call
+    /// waits for a write that comes after it (the file's mark as
+    /// transferred, which overwrites the same record, or the job's error),
+    /// so one flush a file covers both; it is durable no later than that.
     pub(super) fn checkpoint(
         &self,
         id: &str,
@@ -299,6 +346,7 @@ impl Engine {
         temp: &TempFile,
         progress: &DownloadProgress,
         generation: u64,
+        ended: bool,
     ) -> Result<(), TransferError> {
         let written = progress.written_to.load(Ordering::Acquire);
         let restarted = progress.restarted.swap(false, Ordering::AcqRel);
@@ -311,15 +359,9 @@ impl Engine {
         let now = self.inner.clock.monotonic();
         let metrics = &self.inner.metrics;
         let mut notify = false;
-        let updated = self.write_if_running(id, generation, |slot| {
+        let staged = self.stage_if_running(id, generation, |slot| {
             let job = &mut slot.job;
-            let before = (
-                job.files[index].validator.clone(),
-                job.files[index].bytes_total,
-                job.state(),
-                job.timers.without_progress,
-                job.files[index].served_sha256.clone(),
-            );
+            let before = (job.state(), job.timers.without_progress);
             let file = &mut job.files[index];
             let moved = written != file.bytes_transferred || restarted;
             metrics.add_bytes(
@@ -341,32 +383,34 @@ impl Engine {
                     }
                 }
             }
-            if moved {
-                job.timers.idle = Duration::ZERO;
-                job.timers.without_progress = None;
-                job.step(EngineEvent::BytesMoving);
-                notify = slot.coalesced_progress(now, self.inner.config.notification_interval);
+            if !moved {
+                return Saving::Nothing;
             }
-            let job = &slot.job;
-            let file = &job.files[index];
-            // Bytes alone once the transfer is under way: a checkpoint of a
-            // few bytes, not the whole record.
-            let bytes_alone = !restarted
-                && file.validator == before.0
-                && file.bytes_total == before.1
-                && job.state() == before.2
-                && before.3.is_none()
-                && file.served_sha256 == before.4;
-            match (moved, bytes_alone) {
-                (false, _) => Saving::Nothing,
-                (true, true) => Saving::Checkpoint(index),
-                (true, false) => Saving::Whole,
+            job.timers.idle = Duration::ZERO;
+            job.timers.without_progress = None;
+            job.step(EngineEvent::BytesMoving);
+            notify = slot.coalesced_progress(now, self.inner.config.notification_interval);
+            // The file's own record once the job is under way; the whole
+            // job when its state or its no-progress timer moved.
+            if slot.job.state() == before.0 && before.1.is_none() {
+                Saving::Checkpoint(index)
+            } else {
+                Saving::Whole
             }
         });
-        if let Some(job) = updated.map_err(|e| store_error(&e))?
-            && notify
-        {
-            self.inner.publish(&job, EventKind::Progress);
+        let Some((snapshot, saved)) = staged else {
+            return Ok(());
+        };
+        if let Some(saved) = saved {
+            if ended {
+                // Covered by the flush of the next write (above).
+                drop(saved);
+            } else {
+                saved.wait().map_err(|e| store_error(&e))?;
+            }
+        }
+        if notify {
+            self.inner.announce(snapshot, EventKind::Progress);
         }
         Ok(())
     }

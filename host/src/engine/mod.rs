@@ -39,7 +39,7 @@ use crate::files::{ReplySpool, TempFile};
 use crate::identity::{Identity, as_owner};
 use crate::job::{
     ByteRange, EngineEvent, Job, JobError, JobFile, JobRefusal, JobSettings, JobState, JobType,
-    MIN_RETRY_DELAY, Operation, Priority, ReplyRecord, check_local_path, check_ranges,
+    MIN_RETRY_DELAY, Operation, Priority, Progress, ReplyRecord, check_local_path, check_ranges,
     owner_operation,
 };
 use crate::metrics::{MeasuredStore, Metrics};
@@ -518,7 +518,7 @@ impl Engine {
         id: &str,
         generation: u64,
         change: impl FnOnce(&mut Slot) -> bool,
-    ) -> Result<Option<Job>, StoreError> {
+    ) -> Result<Option<Snapshot>, StoreError> {
         self.write_if_running(id, generation, |slot| {
             if change(slot) {
                 Saving::Whole
@@ -534,17 +534,31 @@ impl Engine {
         id: &str,
         generation: u64,
         change: impl FnOnce(&mut Slot) -> Saving,
-    ) -> Result<Option<Job>, StoreError> {
-        let mut jobs = self.inner.lock();
-        let Some(slot) = jobs.get_mut(id) else {
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let Some((snapshot, saved)) = self.stage_if_running(id, generation, change) else {
             return Ok(None);
         };
+        if let Some(saved) = saved {
+            saved.wait()?;
+        }
+        Ok(Some(snapshot))
+    }
+    /// The same, staging the write without waiting for it: its ticket is
+    /// the caller's.
+    fn stage_if_running(
+        &self,
+        id: &str,
+        generation: u64,
+        change: impl FnOnce(&mut Slot) -> Saving,
+    ) -> Option<(Snapshot, Option<Ticket>)> {
+        let mut jobs = self.inner.lock();
+        let slot = jobs.get_mut(id)?;
         if slot
             .running
             .as_ref()
             .is_none_or(|r| r.generation != generation)
         {
-            return Ok(None);
+            return None;
         }
         let saved = match change(slot) {
             Saving::Nothing => None,
@@ -554,12 +568,7 @@ impl Engine {
                 Some(self.inner.store.stage_checkpoint(id, checkpoint))
             }
         };
-        let job = slot.job.clone();
-        drop(jobs);
-        if let Some(saved) = saved {
-            saved.wait()?;
-        }
-        Ok(Some(job))
+        Some((Snapshot::of(&slot.job), saved))
     }
     /// The same for job `id` whatever runs it (or nothing does).
     fn save_if_present(
@@ -606,12 +615,16 @@ impl Inner {
     }
 
     fn publish(&self, job: &Job, kind: EventKind) {
+        self.announce(Snapshot::of(job), kind);
+    }
+
+    fn announce(&self, job: Snapshot, kind: EventKind) {
         self.events.publish(Event {
-            job: job.id.clone(),
+            job: job.id,
             owner: job.owner,
-            state: job.state(),
-            progress: job.progress(),
-            error: job.error.clone(),
+            state: job.state,
+            progress: job.progress,
+            error: job.error,
             kind,
         });
     }
@@ -671,6 +684,28 @@ fn temp_tag(id: &str) -> String {
         .collect()
 }
 /// What a change to a running job needs written.
+/// What an event tells of a job, taken under the table's lock: a job of
+/// many files is not cloned for each checkpoint that announces progress.
+struct Snapshot {
+    id: String,
+    owner: u32,
+    state: JobState,
+    progress: Progress,
+    error: Option<JobError>,
+}
+
+impl Snapshot {
+    fn of(job: &Job) -> Snapshot {
+        Snapshot {
+            id: job.id.clone(),
+            owner: job.owner,
+            state: job.state(),
+            progress: job.progress(),
+            error: job.error.clone(),
+        }
+    }
+}
+
 enum Saving {
     Nothing,
     /// Only file `.0`'s bytes (and the timers that go with them) moved.

@@ -107,12 +107,12 @@ impl Engine {
             Err(e) => {
                 tracing::error!(job = %id, "saving failed: {e}");
                 match self.inner.lock().get(id) {
-                    Some(slot) => slot.job.clone(),
+                    Some(slot) => Snapshot::of(&slot.job),
                     None => return,
                 }
             }
         };
-        self.inner.publish(&job, kind);
+        self.inner.announce(job, kind);
         self.schedule();
     }
 
@@ -120,13 +120,14 @@ impl Engine {
     /// `checkpoint_bytes` more, after `checkpoint_interval` with any, at once
     /// when `urgent` says so (a restart, a new upload session), and once
     /// more when the call ends, whatever its outcome. `position` is the
-    /// progress so far (bytes written, or acknowledged by the server).
+    /// progress so far (bytes written, or acknowledged by the server);
+    /// `checkpoint` is told whether the call ended.
     pub(super) async fn checkpointed<R>(
         &self,
         call: impl Future<Output = Result<R, TransferError>>,
         position: impl Fn() -> u64,
         mut urgent: impl FnMut() -> bool,
-        checkpoint: impl Fn() -> Result<(), TransferError>,
+        checkpoint: impl Fn(bool) -> Result<(), TransferError>,
     ) -> Result<R, TransferError> {
         tokio::pin!(call);
         let config = &self.inner.config;
@@ -141,14 +142,14 @@ impl Engine {
                         || now.saturating_sub(recorded) >= config.checkpoint_bytes
                         || (now != recorded && last.elapsed() >= config.checkpoint_interval);
                     if due {
-                        checkpoint()?;
+                        checkpoint(false)?;
                         recorded = now;
                         last = tokio::time::Instant::now();
                     }
                 }
             }
         };
-        checkpoint()?;
+        checkpoint(true)?;
         result
     }
 }

@@ -66,7 +66,7 @@ impl Engine {
         if let Some(job) = updated
             && notify
         {
-            self.inner.publish(&job, EventKind::Progress);
+            self.inner.announce(job, EventKind::Progress);
         }
         Ok(())
     }
@@ -138,7 +138,7 @@ impl Engine {
                             new
                         }
                     },
-                    || self.upload_checkpoint(&job.id, generation, &progress),
+                    |_| self.upload_checkpoint(&job.id, generation, &progress),
                 )
                 .await
             {
