@@ -106,6 +106,11 @@ fn main() {
     ));
     daemon.start(ferry());
     println!("{files} files of {bytes} bytes in {JOBS} jobs, {rounds} rounds, order alternated");
+    // One untimed round of each first: the first fetches from a fresh nginx
+    // ran at about half the speed of the later ones, whoever made them.
+    let warm_up = work.path().join("warm-up");
+    aria2_round(&aria2, &urls, &warm_up.join("aria2"));
+    ferry_round(&daemon, &urls, &warm_up.join("ferry"));
     let mut ratios = Vec::new();
     for round in 0..rounds {
         let out = work.path().join(format!("round{round}"));

@@ -75,6 +75,10 @@ pub struct BitsRequest {
     pub range: Option<String>,
     /// The body bytes that arrived.
     pub body_len: u64,
+    /// `Content-Length`, as sent.
+    pub declared_length: Option<String>,
+    /// Whether the body came in chunked transfer coding.
+    pub chunked: bool,
     pub status: u16,
 }
 
@@ -290,6 +294,8 @@ async fn serve(shared: &Shared, req: Request<Incoming>) -> Result<Answer, hyper:
     let range = header(&req, "content-range");
     let name = header(&req, "content-name");
     let protocols = header(&req, "bits-supported-protocols");
+    let declared_length = header(&req, "content-length");
+    let chunked = header(&req, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
     // A body that breaks off is dropped whole, with the connection.
     let body = req.into_body().collect().await?.to_bytes();
     let mut state = shared.lock();
@@ -356,6 +362,8 @@ async fn serve(shared: &Shared, req: Request<Incoming>) -> Result<Answer, hyper:
         session,
         range,
         body_len: body.len() as u64,
+        declared_length,
+        chunked,
         status: response.status().as_u16(),
     });
     Ok(response)

@@ -57,8 +57,14 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, so that the master stops its workers too (a SIGKILL left
+    /// them serving, one set more for every run).
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        if kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).is_err() {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }

@@ -685,6 +685,23 @@ fn the_bits_server_follows_the_specification() {
     );
 }
 
+/// Asserts that every request of `server` with a body declared its length
+/// (`Content-Length`), and none came in chunked coding: servers such as IIS's
+/// BITS extension refuse a Fragment without it, and a known length is what
+/// curl sends.
+fn assert_bodies_declare_their_length(server: &BitsServer) {
+    let with_body: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.body_len > 0)
+        .collect();
+    assert!(!with_body.is_empty());
+    for r in with_body {
+        assert!(!r.chunked, "{r:?}");
+        assert_eq!(r.declared_length, Some(r.body_len.to_string()), "{r:?}");
+    }
+}
+
 /// The Fragment requests the server answered, as (Content-Range, status).
 fn fragments(server: &BitsServer) -> Vec<(String, u16)> {
     server
@@ -740,6 +757,7 @@ fn bits_upload_reply_through_the_cli_fetches_the_reply_before_close_session() {
         })
         .collect();
     assert_eq!(ranges, expected, "{}", daemon.log());
+    assert_bodies_declare_their_length(&server);
     // The reply was fetched before Close-Session.
     let order: Vec<String> = server
         .requests()
@@ -904,6 +922,7 @@ fn a_single_shot_put_uploads_and_an_interruption_starts_it_over_from_zero() {
         proxy.bytes_sent() > size + MIB,
         "the retry did not start from zero"
     );
+    assert_bodies_declare_their_length(&server);
 }
 
 // ---------------------------------------------------------------------------

@@ -193,7 +193,7 @@ impl Request {
 
     /// Sends the request without a body and waits for the response head.
     pub fn send(&self) -> Result<Response, TransferError> {
-        let (outgoing, _) = self.outgoing(false)?;
+        let (outgoing, _) = self.outgoing(None)?;
         let future = outgoing_handler::handle(outgoing, self.options())
             .map_err(|e| error_from_code(&e, self.url.as_str()))?;
         wait_response(future, self.url.as_str())
@@ -201,14 +201,15 @@ impl Request {
 
     /// Sends the request with exactly `length` bytes spliced from `body` (a
     /// host stream, such as an upload source), then waits for the response
-    /// head. A body that ends before `length` is a fatal
-    /// `local-file-changed` error. Redirects are not followed.
+    /// head. The request declares `Content-Length: length`. A body that ends
+    /// before `length` is a fatal `local-file-changed` error. Redirects are
+    /// not followed.
     pub fn send_with_body(
         &self,
         body: &InputStream,
         length: u64,
     ) -> Result<Response, TransferError> {
-        let (outgoing, outgoing_body) = self.outgoing(true)?;
+        let (outgoing, outgoing_body) = self.outgoing(Some(length))?;
         let outgoing_body = outgoing_body.ok_or_else(|| plugin_bug("the request has no body"))?;
         let future = outgoing_handler::handle(outgoing, self.options())
             .map_err(|e| error_from_code(&e, self.url.as_str()))?;
@@ -286,12 +287,24 @@ impl Request {
         Some(options)
     }
 
+    /// The request to hand to `wasi:http`, with a body of `body_length`
+    /// bytes if there is one: declared in `Content-Length` (unless the
+    /// plugin set its own), so the body goes out as it is, not in chunked
+    /// encoding, and the host holds the body to that length.
     fn outgoing(
         &self,
-        with_body: bool,
+        body_length: Option<u64>,
     ) -> Result<(OutgoingRequest, Option<OutgoingBody>), TransferError> {
         let fields = Fields::new();
-        for (name, value) in self.outgoing_headers() {
+        let mut headers = self.outgoing_headers();
+        if let Some(length) = body_length
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        {
+            headers.push(("content-length".to_string(), length.to_string()));
+        }
+        for (name, value) in headers {
             fields.append(&name, value.as_bytes()).map_err(|e| {
                 TransferError::fatal(
                     ErrorContext::Plugin,
@@ -342,7 +355,7 @@ impl Request {
         request
             .set_path_with_query(Some(&path))
             .map_err(|()| invalid_url(url, "the path was refused"))?;
-        let body = if with_body {
+        let body = if body_length.is_some() {
             Some(
                 request
                     .body()
