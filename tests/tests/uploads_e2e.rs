@@ -686,9 +686,9 @@ fn the_bits_server_follows_the_specification() {
 }
 
 /// Asserts that every request of `server` with a body declared its length
-/// (`Content-Length`), and none came in chunked coding: servers such as IIS's
-/// BITS extension refuse a Fragment without it, and a known length is what
-/// curl sends.
+/// (`Content-Length`), and none came in chunked coding: the BITS upload
+/// protocol gives a Fragment's length there, and a known length is what curl
+/// sends.
 fn assert_bodies_declare_their_length(server: &BitsServer) {
     let with_body: Vec<_> = server
         .requests()
