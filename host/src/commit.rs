@@ -7,11 +7,21 @@
 //! and flushes once: callers that staged while a flush was running share the
 //! next one. A caller is answered only after a flush that covers its change,
 //! so nothing is acknowledged before it is durable.
+//!
+//! A change nobody waits for yet (a transfer's last checkpoint, a file's
+//! mark as transferred, waited for a file later) need not be flushed at
+//! once: the writer flushes as soon as someone waits, and otherwise lets
+//! such changes gather for up to [`LINGER`]. A job of many small files then
+//! costs one flush every few files, not one each.
 
 use crate::job::{Checkpoint, Job};
 use crate::store::{JobStore, StoreError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a change nobody waits for may stay unflushed.
+pub const LINGER: Duration = Duration::from_millis(10);
 
 /// A change to the store.
 enum Change {
@@ -23,8 +33,10 @@ enum Change {
 /// What the callers and the writer share.
 struct Shared {
     queue: Mutex<Queue>,
-    /// Wakes the writer: changes staged, or closing.
+    /// Wakes the writer: the first change staged, a caller waiting, or
+    /// closing.
     staged: Condvar,
+    linger: Duration,
     /// Wakes the waiters: a flush finished. Apart from `staged`, so staging
     /// a change does not wake every caller waiting for an earlier one.
     flushed: Condvar,
@@ -33,6 +45,10 @@ struct Shared {
 #[derive(Default)]
 struct Queue {
     pending: Vec<(u64, Change)>,
+    /// When the oldest pending change was staged.
+    oldest: Option<Instant>,
+    /// Callers blocked until a change of theirs is durable.
+    waiting: usize,
     /// The sequence number of the last change staged.
     staged: u64,
     /// Every change up to this one is durable.
@@ -50,6 +66,11 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// Whether a flush covering the change finished (waiting would not block).
+    pub fn is_settled(&self) -> bool {
+        lock(&self.shared.queue).durable >= self.sequence
+    }
+
     /// Blocks until the change is durable, or fails with the store's error.
     /// On an async worker the wait hands the worker's other tasks to another
     /// thread, so the callers who stage meanwhile share the next flush.
@@ -59,6 +80,9 @@ impl Ticket {
             drop(queue);
             queue = crate::blocking::off_the_async_workers(|| {
                 let mut queue = lock(&self.shared.queue);
+                queue.waiting += 1;
+                // The writer may be letting changes gather: someone waits now.
+                self.shared.staged.notify_one();
                 while queue.durable < self.sequence {
                     queue = self
                         .shared
@@ -66,6 +90,7 @@ impl Ticket {
                         .wait(queue)
                         .unwrap_or_else(|e| e.into_inner());
                 }
+                queue.waiting -= 1;
                 queue
             });
         }
@@ -97,10 +122,16 @@ const FAILURES_KEPT: usize = 64;
 impl Committer {
     /// Starts the writer thread over `store`.
     pub fn start(store: Box<dyn JobStore>) -> Committer {
+        Committer::lingering(store, LINGER)
+    }
+
+    /// The same, letting unwaited changes gather for up to `linger`.
+    fn lingering(store: Box<dyn JobStore>, linger: Duration) -> Committer {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             staged: Condvar::new(),
             flushed: Condvar::new(),
+            linger,
         });
         let writer = {
             let shared = shared.clone();
@@ -120,8 +151,13 @@ impl Committer {
         queue.staged += 1;
         let sequence = queue.staged;
         queue.pending.push((sequence, change));
+        let first = queue.oldest.is_none();
+        queue.oldest.get_or_insert_with(Instant::now);
         drop(queue);
-        self.shared.staged.notify_one();
+        // A writer with changes pending already knows when to flush them.
+        if first {
+            self.shared.staged.notify_one();
+        }
         Ticket {
             sequence,
             shared: self.shared.clone(),
@@ -165,17 +201,32 @@ impl Drop for Committer {
     }
 }
 
-/// The writer: every change staged so far, written in order, then one flush.
+/// The writer: every change staged so far, written in order, then one
+/// flush, as soon as someone waits for one of them (or the store closes), or
+/// once the oldest has waited `linger`.
 fn write_groups(shared: &Shared, store: Box<dyn JobStore>) {
     loop {
         let group = {
             let mut queue = lock(&shared.queue);
-            while queue.pending.is_empty() && !queue.closing {
-                queue = shared.staged.wait(queue).unwrap_or_else(|e| e.into_inner());
+            loop {
+                let due = match queue.oldest {
+                    None if queue.closing => return,
+                    None => None,
+                    Some(_) if queue.closing || queue.waiting > 0 => break,
+                    Some(oldest) => match shared.linger.checked_sub(oldest.elapsed()) {
+                        Some(left) if !left.is_zero() => Some(left),
+                        _ => break,
+                    },
+                };
+                queue = match due {
+                    None => shared.staged.wait(queue).unwrap_or_else(|e| e.into_inner()),
+                    Some(left) => {
+                        let waited = shared.staged.wait_timeout(queue, left);
+                        waited.unwrap_or_else(|e| e.into_inner()).0
+                    }
+                };
             }
-            if queue.pending.is_empty() {
-                return;
-            }
+            queue.oldest = None;
             std::mem::take(&mut queue.pending)
         };
         let up_to = group.last().map_or(0, |(sequence, _)| *sequence);
@@ -208,7 +259,7 @@ mod tests {
     use super::*;
     use crate::job::{JobType, Priority};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     /// A store that records what it was asked, flushing slowly.
     #[derive(Default)]
@@ -302,6 +353,46 @@ mod tests {
         committer.save(&job("after")).unwrap();
         drop(committer);
         assert_eq!(*recorder.writes.lock().unwrap(), ["before", "-x", "after"]);
+    }
+
+    /// Changes nobody waits for gather: the next caller who waits shares
+    /// their flush.
+    #[test]
+    fn unwaited_changes_join_the_flush_of_the_next_one_waited_for() {
+        let recorder = Arc::new(Recorder::default());
+        let committer = Committer::lingering(
+            Box::new(Recording(recorder.clone())),
+            Duration::from_secs(600),
+        );
+        let unwaited: Vec<_> = (0..5)
+            .map(|n| committer.stage_save(&job(&n.to_string())))
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(recorder.flushes.load(Ordering::SeqCst), 0);
+        committer.save(&job("waited")).unwrap();
+        assert_eq!(recorder.flushes.load(Ordering::SeqCst), 1);
+        assert_eq!(recorder.writes.lock().unwrap().len(), 6);
+        for ticket in unwaited {
+            ticket.wait().unwrap();
+        }
+        assert_eq!(recorder.flushes.load(Ordering::SeqCst), 1);
+    }
+
+    /// ... and are flushed all the same, once they have lingered.
+    #[test]
+    fn unwaited_changes_are_flushed_after_lingering() {
+        let recorder = Arc::new(Recorder::default());
+        let committer = Committer::lingering(
+            Box::new(Recording(recorder.clone())),
+            Duration::from_millis(50),
+        );
+        let _unwaited = committer.stage_save(&job("alone"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recorder.flushes.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "never flushed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(*recorder.writes.lock().unwrap(), ["alone"]);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 use ferry::cli::client::Client;
-use ferry_tests::bench::setting;
+use ferry_tests::bench::{setting, store_counters};
 use ferry_tests::daemon::Daemon;
 use ferry_tests::server::{Resource, TestServer};
 use http::{Method, StatusCode};
@@ -277,27 +277,6 @@ fn main() {
 /// The store's writes, flushes and seconds spent flushing so far, from
 /// the daemon's metrics (`GET /v1/metrics`, which needs an administrator:
 /// the benchmark then runs as root; zeros otherwise).
-async fn store_counters(client: &mut Client) -> (f64, f64, f64) {
-    let (status, body) = client
-        .raw(Method::GET, "/v1/metrics", Bytes::new())
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&body);
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
-    };
-    if !status.is_success() {
-        return (0.0, 0.0, 0.0);
-    }
-    (
-        value("ferry_store_writes_total"),
-        value("ferry_store_flushes_total"),
-        value("ferry_store_flush_seconds_total"),
-    )
-}
-
 /// The daemon's resident set (`VmRSS`), in MiB.
 fn rss_mib(daemon: &Daemon) -> f64 {
     let pid = daemon.pid().expect("the daemon runs");

@@ -8,7 +8,8 @@
 //! `cargo bench -p ferry-tests --bench files` (`FERRY_BENCH_FILES`,
 //! `FERRY_BENCH_FILE_BYTES`, `FERRY_BENCH_ROUNDS` change the sizes).
 
-use ferry_tests::bench::{find, setting};
+use ferry::cli::client::Client;
+use ferry_tests::bench::{find, setting, store_counters};
 use ferry_tests::daemon::{Daemon, wait_for_job};
 use ferry_tests::nginx::Nginx;
 use std::path::Path;
@@ -111,6 +112,14 @@ fn main() {
     let warm_up = work.path().join("warm-up");
     aria2_round(&aria2, &urls, &warm_up.join("aria2"));
     ferry_round(&daemon, &urls, &warm_up.join("ferry"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let counters = || {
+        runtime.block_on(async {
+            let mut client = Client::connect(&daemon.socket).await.unwrap();
+            store_counters(&mut client).await
+        })
+    };
+    let before = counters();
     let mut ratios = Vec::new();
     for round in 0..rounds {
         let out = work.path().join(format!("round{round}"));
@@ -149,6 +158,15 @@ fn main() {
         // inode freed in the last minutes is skipped, one by one, by every
         // file created after it (`recently_deleted`), so deleting 4,000
         // files here made the next round's side pay for it.
+    }
+    let after = counters();
+    let (writes, flushes) = (after.0 - before.0, after.1 - before.1);
+    if flushes > 0.0 {
+        println!(
+            "store over ferry's rounds: {writes} changes in {flushes} flushes ({:.1} a file, {:.2} flushes a file)",
+            writes / (files * rounds) as f64,
+            flushes / (files * rounds) as f64
+        );
     }
     ratios.sort_by(f64::total_cmp);
     println!(

@@ -4,6 +4,10 @@
 
 use super::*;
 use crate::files::{UNTRUSTED_TEMP, random_tag};
+use std::collections::VecDeque;
+
+/// Marks as transferred whose flush a job's download goes on without.
+const MARKS_OUTSTANDING: usize = 64;
 
 /// A file marked transferred whose mark is not yet known to be durable:
 /// its event waits for that.
@@ -16,20 +20,21 @@ struct Marked {
 impl Engine {
     /// Downloads the job's files one after another. A file's mark as
     /// transferred is staged, not waited for, before the next file starts:
-    /// its flush runs while the next file transfers, and its
-    /// `file-transferred` event goes out once that flush is known to be
-    /// done (at the next file's mark, or when the last file is in).
+    /// its flush runs while the next files transfer (marks of several files
+    /// share one), and its `file-transferred` event goes out, in order, once
+    /// that flush is known to be done (seen at a later file's mark, or waited
+    /// for when the last file is in, or when too many are outstanding).
     pub(super) async fn download_files(
         &self,
         job: &Job,
         context: &JobContext,
         generation: u64,
     ) -> Result<(), JobError> {
-        let mut marked = None;
+        let mut marked = VecDeque::new();
         let result = self
             .download_each(job, context, generation, &mut marked)
             .await;
-        let settled = marked.map_or(Ok(()), |m| self.announce_marked(m));
+        let settled = marked.into_iter().try_for_each(|m| self.announce_marked(m));
         result.and(settled)
     }
     /// Waits for a file's mark to be durable, then counts and announces it.
@@ -50,7 +55,7 @@ impl Engine {
         job: &Job,
         context: &JobContext,
         generation: u64,
-        marked: &mut Option<Marked>,
+        marked: &mut VecDeque<Marked>,
     ) -> Result<(), JobError> {
         for (index, file) in job.files.iter().enumerate() {
             if file.complete {
@@ -143,13 +148,16 @@ impl Engine {
                 )));
             }
             if let Some((snapshot, Some(ticket))) = staged {
-                let previous = marked.replace(Marked {
+                marked.push_back(Marked {
                     index,
                     ticket,
                     snapshot,
                 });
-                if let Some(previous) = previous {
-                    self.announce_marked(previous)?;
+                while let Some(first) = marked.front()
+                    && (first.ticket.is_settled() || marked.len() > MARKS_OUTSTANDING)
+                {
+                    let first = marked.pop_front().expect("a first mark");
+                    self.announce_marked(first)?;
                 }
             }
         }
