@@ -47,8 +47,9 @@ struct Queue {
     pending: Vec<(u64, Change)>,
     /// When the oldest pending change was staged.
     oldest: Option<Instant>,
-    /// Callers blocked until a change of theirs is durable.
-    waiting: usize,
+    /// The latest change a caller is blocked on: the writer flushes at once
+    /// while it is not durable.
+    wanted: u64,
     /// The sequence number of the last change staged.
     staged: u64,
     /// Every change up to this one is durable.
@@ -80,7 +81,7 @@ impl Ticket {
             drop(queue);
             queue = crate::blocking::off_the_async_workers(|| {
                 let mut queue = lock(&self.shared.queue);
-                queue.waiting += 1;
+                queue.wanted = queue.wanted.max(self.sequence);
                 // The writer may be letting changes gather: someone waits now.
                 self.shared.staged.notify_one();
                 while queue.durable < self.sequence {
@@ -90,7 +91,6 @@ impl Ticket {
                         .wait(queue)
                         .unwrap_or_else(|e| e.into_inner());
                 }
-                queue.waiting -= 1;
                 queue
             });
         }
@@ -212,7 +212,7 @@ fn write_groups(shared: &Shared, store: Box<dyn JobStore>) {
                 let due = match queue.oldest {
                     None if queue.closing => return,
                     None => None,
-                    Some(_) if queue.closing || queue.waiting > 0 => break,
+                    Some(_) if queue.closing || queue.wanted > queue.durable => break,
                     Some(oldest) => match shared.linger.checked_sub(oldest.elapsed()) {
                         Some(left) if !left.is_zero() => Some(left),
                         _ => break,

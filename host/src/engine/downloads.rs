@@ -346,7 +346,7 @@ impl Engine {
     /// taken when a call `ended` is not waited for: what follows the call
     /// waits for a write that comes after it (the file's mark as
     /// transferred, which overwrites the same record, or the job's error),
-    /// so one flush a file covers both; it is durable no later than that.
+    /// so one flush covers both; it is durable no later than that.
     pub(super) fn checkpoint(
         &self,
         id: &str,

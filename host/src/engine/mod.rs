@@ -683,7 +683,6 @@ fn temp_tag(id: &str) -> String {
         .take(12)
         .collect()
 }
-/// What a change to a running job needs written.
 /// What an event tells of a job, taken under the table's lock: a job of
 /// many files is not cloned for each checkpoint that announces progress.
 struct Snapshot {
@@ -706,9 +705,11 @@ impl Snapshot {
     }
 }
 
+/// What a change to a running job needs written.
 enum Saving {
     Nothing,
-    /// Only file `.0`'s bytes (and the timers that go with them) moved.
+    /// Only file `.0`'s transfer (its record: bytes, size, validator,
+    /// digest, completion, and the timers that go with them) moved.
     Checkpoint(usize),
     Whole,
 }

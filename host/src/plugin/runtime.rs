@@ -1554,16 +1554,18 @@ fn new_engine() -> Result<(WasmEngine, bool), RuntimeError> {
         .total_memories(512)
         .total_tables(512)
         .total_stacks(256)
-        .max_memory_size(4 << 30)
-        // A freed instance's written pages are found (`PAGEMAP_SCAN`, Linux
-        // 6.7 on) and reset in place, not handed back to the kernel: the next
-        // instance (one a file, for a job of small files) takes no page
-        // faults on them, and no other CPU is interrupted to flush its TLB.
-        // What stays resident is what instances wrote, up to this much each.
-        // Kernels without the scan hand the pages back as before.
-        .pagemap_scan(wasmtime::Enabled::Auto)
-        .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(KEEP_RESIDENT);
+        .max_memory_size(4 << 30);
+    // A freed instance's written pages are found (`PAGEMAP_SCAN`, Linux 6.7
+    // on) and reset in place, not handed back to the kernel: the next
+    // instance (one a file, for a job of small files) takes no page faults
+    // on them, and no other CPU is interrupted to flush its TLB. What stays
+    // resident is what instances wrote, up to this much each. Without the
+    // scan, pages are handed back (keeping them would zero all 4 MiB).
+    if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
+    }
     pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     match WasmEngine::new(&pooled) {
         Ok(engine) => Ok((engine, true)),
