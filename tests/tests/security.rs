@@ -143,6 +143,33 @@ fn a_slow_request_head_and_an_idle_connection_are_closed() {
     let _ = child.wait();
 }
 
+#[test]
+fn a_kept_alive_connection_waits_the_idle_timeout_not_the_head_timeout() {
+    let (daemon, mut child) = start_daemon(
+        "header-read-timeout-ms = 300\nidle-timeout-secs = 30\n",
+        1024,
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = ferry::cli::client::Client::connect(&daemon.socket)
+            .await
+            .unwrap();
+        for round in 0..2 {
+            let answer = client
+                .raw(http::Method::GET, "/v1/health", bytes::Bytes::new())
+                .await;
+            assert!(
+                matches!(answer, Ok((status, _)) if status.is_success()),
+                "request {round} on the kept-alive connection: {answer:?}"
+            );
+            // Idle for five head timeouts, far within the idle timeout.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    });
+    terminate_pid(child.id());
+    let _ = child.wait();
+}
+
 // Network policy by address (finding 7): a user hands the root daemon a URL
 // that names the machine itself or a private network, by address or by a
 // name that resolves there.

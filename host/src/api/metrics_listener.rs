@@ -8,11 +8,10 @@
 //! (no job names, owners or URLs). Its connections are bounded as the API's
 //! are: the request head in time, no idle connection, so many at once.
 
-use super::{ConnectionLimits, IdleTimeout, routes::full};
+use super::{ConnectionLimits, connection, routes::full};
 use crate::engine::Engine;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -63,17 +62,11 @@ pub async fn serve(
         let (engine, shutdown) = (engine.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |request| {
+            let respond = move |request| {
                 let response = answer(&engine, &request);
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(
-                    TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout)),
-                    service,
-                );
+                async move { response }
+            };
+            let connection = connection::serve(stream, limits, respond);
             tokio::select! {
                 result = connection => if let Err(e) = result {
                     tracing::debug!(%peer, "metrics connection ended: {e}");

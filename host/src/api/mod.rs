@@ -9,6 +9,7 @@
 //! - `views`: the JSON the API speaks, without secrets;
 //! - `error`: typed refusals and their HTTP statuses;
 //! - `sse`: the event streams;
+//! - `connection`: how long a connection may take (a head, idleness);
 //! - `metrics_listener`: the optional loopback TCP listener for scrapers.
 //!
 //! `host/openapi.json` documents every route; a test holds the two together.
@@ -18,6 +19,7 @@
 //! closed; each user (root aside) holds at most so many connections, and the
 //! daemon so many in all; the user database is read off the async workers.
 
+pub mod connection;
 pub mod error;
 pub mod metrics_listener;
 pub mod routes;
@@ -27,13 +29,9 @@ pub mod views;
 use crate::engine::{Caller, Engine, Origin};
 use crate::identity::Identity;
 use crate::plugin::PluginRuntime;
-use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
@@ -195,85 +193,6 @@ impl Drop for Slot {
     }
 }
 
-/// A connection that fails with `TimedOut` after `idle` without a byte
-/// read or written.
-struct IdleTimeout<S> {
-    inner: S,
-    idle: Duration,
-    last: Instant,
-    timer: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl<S> IdleTimeout<S> {
-    fn new(inner: S, idle: Duration) -> IdleTimeout<S> {
-        IdleTimeout {
-            inner,
-            idle,
-            last: Instant::now(),
-            timer: Box::pin(tokio::time::sleep(idle)),
-        }
-    }
-
-    /// After the inner stream said `Pending`: an error once idle too long.
-    fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
-        loop {
-            let deadline = self.last + self.idle;
-            if Instant::now() >= deadline {
-                return Poll::Ready(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the connection was idle too long",
-                ));
-            }
-            self.timer
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(deadline));
-            if self.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                self.last = Instant::now();
-                Poll::Ready(result)
-            }
-            Poll::Pending => self.check_idle(cx).map(Err),
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, data) {
-            Poll::Ready(result) => {
-                self.last = Instant::now();
-                Poll::Ready(result)
-            }
-            Poll::Pending => self.check_idle(cx).map(Err),
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// Serves the API on `listener` until `state.shutdown` is cancelled, with
 /// the default [`ConnectionLimits`].
 pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
@@ -327,21 +246,11 @@ pub async fn serve_with(listener: UnixListener, state: Arc<ApiState>, limits: Co
                 return;
             };
             let peer = Arc::new(peer);
-            let service = hyper::service::service_fn(move |request| {
+            let answer = move |request| {
                 let (state, peer) = (state.clone(), peer.clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(routes::handle(&state, &peer, request).await)
-                }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(
-                    TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout)),
-                    service,
-                )
-                .await
-            {
+                async move { routes::handle(&state, &peer, request).await }
+            };
+            if let Err(e) = connection::serve(stream, limits, answer).await {
                 tracing::debug!(uid, "connection ended: {e}");
             }
         });
