@@ -149,6 +149,7 @@ pub async fn run(paths: Paths) -> Result<(), DaemonError> {
         max_request_bytes: config.daemon.max_request_bytes,
         daemon_uid: nix::unistd::geteuid().as_raw(),
         shutdown: shutdown.clone(),
+        event_keep_alive: api::sse::keep_alive_for(config.connections().idle_timeout),
     });
     let server = tokio::spawn(api::serve_with(listener, state, config.connections()));
     let metrics_server = metrics_listener.map(|listener| {

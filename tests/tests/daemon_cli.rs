@@ -218,6 +218,38 @@ fn every_verb_works_through_the_daemon_with_the_spec_json_fields() {
     assert_eq!(daemon.terminate(), Some(0), "log: {}", daemon.log());
 }
 
+/// A `ferry get` that outlasts the daemon's idle timeout: its event stream
+/// stays open through a quiet wait (comments under the timeout), and its
+/// `complete` goes out on a new connection once the daemon closed the idle
+/// one.
+#[test]
+fn get_outlasting_the_idle_timeout_follows_and_completes() {
+    let (_rt, server) = server();
+    server.put(
+        "/quiet.bin",
+        Resource::pattern(100_000).delay_headers(std::time::Duration::from_millis(3500)),
+    );
+    let mut daemon = Daemon::new("idle-timeout-secs = 1\n");
+    daemon.start(ferry());
+    let downloads = tempfile::tempdir().unwrap();
+    let dest = downloads.path().join("quiet.bin");
+    let got = daemon
+        .run(
+            ferry(),
+            &[
+                "get",
+                &server.url("/quiet.bin"),
+                dest.to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .ok()
+        .json();
+    assert_eq!(got["state"], "acknowledged", "{got}");
+    assert_eq!(std::fs::read(&dest).unwrap(), pattern_bytes(0..100_000));
+    assert_eq!(daemon.terminate(), Some(0), "log: {}", daemon.log());
+}
+
 #[test]
 fn get_starts_a_daemon_when_none_answers_and_downloads() {
     let (_rt, server) = server();

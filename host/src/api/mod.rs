@@ -55,6 +55,9 @@ pub struct ApiState {
     pub daemon_uid: u32,
     /// Cancelled when the daemon shuts down: event streams end.
     pub shutdown: CancellationToken,
+    /// How often a quiet event stream sends a comment line, under the
+    /// connections' idle timeout ([`sse::keep_alive_for`]).
+    pub event_keep_alive: Duration,
 }
 
 /// Who is on the other end of one connection.

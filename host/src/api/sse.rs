@@ -4,7 +4,9 @@
 //! A job stream opens with `event: job` (the job as `info` shows it), then
 //! sends each engine event as `event: <kind>` with the event as JSON, and
 //! ends after the job reaches a final state. A comment line is sent every
-//! 15 s so dead clients are noticed.
+//! 15 s so dead clients are noticed, more often when the connection's idle
+//! timeout is shorter ([`keep_alive_for`]): the daemon never closes a stream
+//! it serves for being quiet.
 //!
 //! A stream carries only the caller's jobs (an administrator's, everyone's):
 //! a job stream ends at the first event of its job under another owner
@@ -26,6 +28,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How often a quiet stream sends a comment on connections closed after
+/// `idle_timeout` without a byte: every 15 s, or a third of that timeout.
+pub fn keep_alive_for(idle_timeout: Duration) -> Duration {
+    KEEP_ALIVE.min(idle_timeout / 3)
+}
 
 /// The SSE name of an event's kind.
 pub fn kind_name(kind: &EventKind) -> &'static str {
@@ -57,7 +65,7 @@ pub fn job_stream(state: &ApiState, caller: Caller, id: &str) -> Result<Response
     Ok(stream(
         first,
         receiver,
-        state.shutdown.clone(),
+        state,
         done,
         move |e| e.job == id,
         move |e| e.job == gone_id && !caller.admin && e.owner != caller.uid,
@@ -82,7 +90,7 @@ pub fn all_stream(
     Ok(stream(
         Bytes::from_static(b": following\n\n"),
         receiver,
-        state.shutdown.clone(),
+        state,
         false,
         move |e| all_users || e.owner == caller.uid,
         |_| false,
@@ -93,7 +101,7 @@ pub fn all_stream(
 fn stream(
     first: Bytes,
     receiver: tokio::sync::broadcast::Receiver<Event>,
-    shutdown: CancellationToken,
+    state: &ApiState,
     done: bool,
     wanted: impl Fn(&Event) -> bool + Send + 'static,
     gone: impl Fn(&Event) -> bool + Send + 'static,
@@ -103,6 +111,7 @@ fn stream(
         first: Option<Bytes>,
         receiver: tokio::sync::broadcast::Receiver<Event>,
         shutdown: CancellationToken,
+        keep_alive: Duration,
         done: bool,
         wanted: F,
         gone: G,
@@ -111,7 +120,8 @@ fn stream(
     let initial = St {
         first: Some(first),
         receiver,
-        shutdown,
+        shutdown: state.shutdown.clone(),
+        keep_alive: state.event_keep_alive,
         done,
         wanted,
         gone,
@@ -127,7 +137,7 @@ fn stream(
         loop {
             let received = tokio::select! {
                 r = st.receiver.recv() => r,
-                () = tokio::time::sleep(KEEP_ALIVE) => {
+                () = tokio::time::sleep(st.keep_alive) => {
                     return Some((Bytes::from_static(b": keep-alive\n\n"), st));
                 }
                 () = st.shutdown.cancelled() => return None,

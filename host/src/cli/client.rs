@@ -110,7 +110,14 @@ impl Client {
         let lost = |e: hyper::Error| {
             ClientError::Unreachable(format!("the daemon on {socket} did not answer: {e}"))
         };
-        self.sender.ready().await.map_err(lost)?;
+        if self.sender.ready().await.is_err() {
+            // The daemon closed the kept-alive connection (it was idle for
+            // `idle-timeout-secs`), before this request was sent: a new one.
+            self.sender = handshake(&self.socket).await.map_err(|e| {
+                ClientError::Unreachable(format!("no daemon answers on {socket}: {e}"))
+            })?;
+            self.sender.ready().await.map_err(lost)?;
+        }
         let request = Request::builder()
             .method(method)
             .uri(path)
