@@ -4,6 +4,10 @@
 //! bytes as one tus `PATCH` to an upload it created with one `POST`, in the
 //! same run, rounds alternated.
 //!
+//! Each round also prints what the server (node, the bottleneck of both
+//! sides) spent on each side's bytes: CPU time and `read` calls, from
+//! `/proc`.
+//!
 //! Run: `cargo bench -p ferry-tests --bench upload` (`FERRY_BENCH_BYTES`,
 //! `FERRY_BENCH_ROUNDS`).
 
@@ -16,6 +20,65 @@ use std::time::{Duration, Instant};
 
 fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry-cli"))
+}
+
+/// What a process used so far: CPU seconds in user space and in the kernel,
+/// `read`-family calls, bytes those calls returned.
+#[derive(Clone, Copy)]
+struct Usage {
+    user: f64,
+    system: f64,
+    reads: u64,
+    read_bytes: u64,
+}
+
+impl Usage {
+    fn of(pid: u32) -> Usage {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the server runs");
+        // The fields after the command's closing parenthesis; utime and
+        // stime are the 14th and 15th of the whole line.
+        let after = &stat[stat.rfind(')').expect("a stat line") + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        let ticks = |i: usize| fields[i].parse::<f64>().unwrap_or(0.0);
+        // SAFETY: sysconf only reads a setting.
+        let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Usage {
+            user: ticks(11) / hz,
+            system: ticks(12) / hz,
+            reads: field("syscr:"),
+            read_bytes: field("rchar:"),
+        }
+    }
+
+    fn since(self, before: Usage) -> Usage {
+        Usage {
+            user: self.user - before.user,
+            system: self.system - before.system,
+            reads: self.reads - before.reads,
+            read_bytes: self.read_bytes - before.read_bytes,
+        }
+    }
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2} s CPU ({:.2} user, {:.2} kernel), {} reads of {:.0} KiB on average",
+            self.user + self.system,
+            self.user,
+            self.system,
+            self.reads,
+            self.read_bytes as f64 / self.reads.max(1) as f64 / 1024.0
+        )
+    }
 }
 
 /// curl: create the upload (`POST`), then send every byte in one `PATCH`.
@@ -112,16 +175,23 @@ fn main() {
             server.delete_uploads();
             let _ = Command::new("sync").status();
         };
-        let (ferry_time, curl_time) = if round % 2 == 0 {
+        let measured = |side: &dyn Fn() -> Duration| {
+            let before = Usage::of(server.pid());
+            let took = side();
+            (took, Usage::of(server.pid()).since(before))
+        };
+        let by_curl = || curl_round(&server, &file, size);
+        let by_ferry = || ferry_round(&daemon, &server, &file);
+        let ((ferry_time, ferry_use), (curl_time, curl_use)) = if round % 2 == 0 {
             settle();
-            let c = curl_round(&server, &file, size);
+            let c = measured(&by_curl);
             settle();
-            (ferry_round(&daemon, &server, &file), c)
+            (measured(&by_ferry), c)
         } else {
             settle();
-            let f = ferry_round(&daemon, &server, &file);
+            let f = measured(&by_ferry);
             settle();
-            (f, curl_round(&server, &file, size))
+            (f, measured(&by_curl))
         };
         server.delete_uploads();
         let ratio = mb_s(ferry_time) / mb_s(curl_time);
@@ -133,6 +203,8 @@ fn main() {
             mb_s(ferry_time),
             if round % 2 == 0 { "curl" } else { "ferry" }
         );
+        println!("  the server on curl's bytes:  {curl_use}");
+        println!("  the server on ferry's bytes: {ferry_use}");
     }
     ratios.sort_by(f64::total_cmp);
     println!(

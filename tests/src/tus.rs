@@ -166,6 +166,12 @@ impl TusServer {
         }
     }
 
+    /// The server's process (node), for a benchmark reading its use of the
+    /// machine in `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The address it listens on.
     pub fn addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
