@@ -64,9 +64,7 @@ async fn handshake(socket: &Path) -> std::io::Result<SendRequest<Full<Bytes>>> {
 impl Client {
     /// Connects to the daemon on `socket`.
     pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
-        let sender = handshake(socket).await.map_err(|e| {
-            ClientError::Unreachable(format!("no daemon answers on {}: {e}", socket.display()))
-        })?;
+        let sender = handshake(socket).await.map_err(|e| no_daemon(socket, e))?;
         Ok(Client {
             socket: socket.to_path_buf(),
             sender,
@@ -113,9 +111,9 @@ impl Client {
         if self.sender.ready().await.is_err() {
             // The daemon closed the kept-alive connection (it was idle for
             // `idle-timeout-secs`), before this request was sent: a new one.
-            self.sender = handshake(&self.socket).await.map_err(|e| {
-                ClientError::Unreachable(format!("no daemon answers on {socket}: {e}"))
-            })?;
+            self.sender = handshake(&self.socket)
+                .await
+                .map_err(|e| no_daemon(&self.socket, e))?;
             self.sender.ready().await.map_err(lost)?;
         }
         let request = Request::builder()
@@ -138,12 +136,9 @@ impl Client {
 
     /// Opens an event stream (on its own connection).
     pub async fn events(&self, path: &str) -> Result<EventStream, ClientError> {
-        let mut sender = handshake(&self.socket).await.map_err(|e| {
-            ClientError::Unreachable(format!(
-                "no daemon answers on {}: {e}",
-                self.socket.display()
-            ))
-        })?;
+        let mut sender = handshake(&self.socket)
+            .await
+            .map_err(|e| no_daemon(&self.socket, e))?;
         let request = Request::builder()
             .method(Method::GET)
             .uri(path)
@@ -170,6 +165,11 @@ impl Client {
             buffer: Vec::new(),
         })
     }
+}
+
+/// Nothing answers on `socket`: `e` says why.
+fn no_daemon(socket: &Path, e: std::io::Error) -> ClientError {
+    ClientError::Unreachable(format!("no daemon answers on {}: {e}", socket.display()))
 }
 
 fn parse<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, ClientError> {
